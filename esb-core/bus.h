@@ -1,0 +1,179 @@
+/* bus.h - the durable internal bus: named queues over the write-ahead log.
+ *
+ * A queue holds entries (a message plus delivery state). Many consumers may
+ * consume one queue; each entry goes to exactly one of them at a time
+ * (competing consumers). A topic is a name with subscriptions; publishing to
+ * it appends ONE record that enqueues the message to every subscribed queue
+ * (each subscriber has its own copy of the state, sharing the bytes).
+ *
+ * Everything that changes state is a transaction (esb_txn): appends, acks,
+ * retries, dead-letters. A transaction becomes one log batch, written with
+ * one pwritev and made durable by the group commit of the writer thread: the
+ * writer takes every pending transaction, writes them all, fdatasyncs once
+ * and wakes their callers. A commit returns only when its transaction is
+ * durable (fsync=always), and only then do consumers see its effects. With
+ * fsync=interval:N a commit returns after the write and the log is synced at
+ * least every N ms; with fsync=never only on segment roll and close.
+ *
+ * An fdatasync error is fatal: the bus enters the failed state, every
+ * waiting and later commit fails with ESB_EFAILED, and on_fatal is called.
+ *
+ * Entries a consumer held when the process stopped are ready again after
+ * the next open (at-least-once). Retry state and dead-letter reasons are
+ * rebuilt from the log.
+ *
+ * Threads: all functions are thread-safe. Callbacks run on bus threads. */
+#ifndef ESB_BUS_H
+#define ESB_BUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+struct esb_io;
+struct esb_msg;
+struct esb_bus;
+struct esb_txn;
+
+enum esb_fsync_policy { ESB_FSYNC_ALWAYS, ESB_FSYNC_INTERVAL, ESB_FSYNC_NEVER };
+
+struct esb_bus_opts {
+    const char *dir;              /* required; created if missing */
+    enum esb_fsync_policy fsync;  /* default ALWAYS */
+    unsigned fsync_interval_ms;   /* for INTERVAL; default 100 */
+    uint64_t segment_size;        /* default 64 MiB */
+    uint64_t max_disk;            /* total log bytes; 0 = no limit */
+    uint64_t disk_low_water;      /* refuse appends when the fs has less free; 0 = off */
+    uint64_t queue_max_entries;   /* default per-queue entry limit; 0 = none */
+    uint64_t queue_max_bytes;     /* default per-queue byte limit; 0 = none */
+    unsigned compact_interval_ms; /* maintenance period; default 1000 */
+    struct esb_io *io;            /* NULL: esb_io_posix() */
+    /* Called once, from the writer thread, when the bus fails fatally. */
+    void (*on_fatal)(void *ctx, const char *why);
+    void *fatal_ctx;
+};
+
+/* Parse "always", "never" or "interval:N" (N in ms, 1..60000). */
+int esb_fsync_parse(const char *s, enum esb_fsync_policy *policy, unsigned *interval_ms);
+
+/* What the bus did, for metrics, tests and benchmarks. */
+struct esb_bus_stats {
+    uint64_t commits;      /* transactions made durable */
+    uint64_t records;      /* records written */
+    uint64_t batches;      /* group-commit batches written */
+    uint64_t syncs;        /* fdatasync calls */
+    uint64_t bytes;        /* bytes written */
+    uint64_t refused_full; /* appends refused by a limit */
+    uint64_t segments_deleted;
+    uint64_t entries_relocated; /* copied forward by compaction */
+    /* from recovery */
+    uint64_t recovered_records, recovered_entries, recovered_corrupt, recovered_truncated_bytes;
+};
+
+/* Open the bus in opts->dir, recovering state from the log. */
+int esb_bus_open(const struct esb_bus_opts *opts, struct esb_bus **out,
+                 struct esb_err *err) ESB_WUR;
+/* Stop the threads, sync, close. Consumers blocked in consume get
+ * ESB_ECLOSED. Entries still held by consumers stay durable and are ready on
+ * the next open. NULL-safe. */
+void esb_bus_close(struct esb_bus *bus);
+void esb_bus_get_stats(struct esb_bus *bus, struct esb_bus_stats *out);
+/* True once the bus has failed fatally. */
+int esb_bus_failed(struct esb_bus *bus);
+
+/* Per-queue limits (override the defaults; 0 = none). */
+void esb_bus_set_limits(struct esb_bus *bus, const char *queue, uint64_t max_entries,
+                        uint64_t max_bytes);
+
+/* Topics: subscribe queue to topic (idempotent) / unsubscribe. Subscriptions
+ * are configuration, held in memory: a new subscriber sees messages
+ * published after it subscribed. */
+void esb_bus_subscribe(struct esb_bus *bus, const char *topic, const char *queue);
+void esb_bus_unsubscribe(struct esb_bus *bus, const char *topic, const char *queue);
+
+/* ---- transactions ---- */
+
+struct esb_txn *esb_txn_new(void);
+void esb_txn_free(struct esb_txn *t); /* NULL-safe; also after commit */
+/* Enqueue m to each of the n queues (one record; m is borrowed and encoded now). */
+void esb_txn_append(struct esb_txn *t, const char *const *queues, size_t n,
+                    const struct esb_msg *m);
+/* Enqueue m to every queue subscribed to topic now (none: nothing is written). */
+void esb_txn_publish(struct esb_txn *t, struct esb_bus *bus, const char *topic,
+                     const struct esb_msg *m);
+
+/* A consumed entry, owned by the consumer until esb_entry_free. */
+struct esb_entry {
+    uint64_t seq;          /* unique per message on this bus */
+    const char *queue;     /* borrowed: valid until esb_entry_free */
+    struct esb_msg *msg;   /* a reference owned by the entry */
+    uint32_t attempt;      /* 0 on first delivery, +1 per retry */
+    uint64_t enqueued_ms;  /* wall time of the first append */
+    const char *reason;    /* dead-letter reason, or NULL */
+    const char *dead_from; /* queue it was dead-lettered from, or NULL */
+    void *internal__;
+};
+
+/* The entry is done. */
+void esb_txn_ack(struct esb_txn *t, const struct esb_entry *e);
+/* Deliver the entry again (attempt + 1) not before not_before_ms (wall ms). */
+void esb_txn_retry(struct esb_txn *t, const struct esb_entry *e, uint64_t not_before_ms);
+/* Move the entry to dead-letter queue dlq with a reason. */
+void esb_txn_dead(struct esb_txn *t, const struct esb_entry *e, const char *dlq,
+                  const char *reason);
+
+/* Make t durable (per the fsync policy) and apply it, atomically: all of it
+ * or none. Blocks until then. Returns 0; ESB_EFULL when an append would pass
+ * a queue or disk limit (nothing written); ESB_EFAILED after a fatal error;
+ * ESB_ECLOSED when closing; a negative errno when the write failed (nothing
+ * of t is in the log). An entry may be resolved (ack/retry/dead) only once. */
+int esb_bus_commit(struct esb_bus *bus, struct esb_txn *t, struct esb_err *err) ESB_WUR;
+
+/* Convenience: one-operation transactions. */
+int esb_bus_append(struct esb_bus *bus, const char *queue, const struct esb_msg *m,
+                   struct esb_err *err) ESB_WUR;
+int esb_bus_publish(struct esb_bus *bus, const char *topic, const struct esb_msg *m,
+                    struct esb_err *err) ESB_WUR;
+int esb_bus_ack(struct esb_bus *bus, const struct esb_entry *e, struct esb_err *err) ESB_WUR;
+
+/* ---- consuming ---- */
+
+/* Take the next ready entry of queue (FIFO; due retries first), waiting up
+ * to timeout_ms (-1 forever, 0 poll). Returns 0 with *out set, ESB_ETIMEDOUT,
+ * ESB_ECLOSED, ESB_EFAILED, or ESB_ECORRUPT if the record could not be read
+ * (reported and quarantined). */
+int esb_bus_consume(struct esb_bus *bus, const char *queue, int timeout_ms,
+                    struct esb_entry **out) ESB_WUR;
+/* The same over several queues, taking from the first (round robin) that has one. */
+int esb_bus_consume_any(struct esb_bus *bus, const char *const *queues, size_t n, int timeout_ms,
+                        struct esb_entry **out) ESB_WUR;
+/* Release an entry. If no committed transaction resolved it, it is ready
+ * again at once (same attempt). NULL-safe. */
+void esb_entry_free(struct esb_entry *e);
+
+/* ---- inspection ---- */
+
+struct esb_queue_info {
+    const char *name;                  /* borrowed for the callback */
+    uint64_t entries;                  /* all unresolved entries */
+    uint64_t ready, inflight, waiting; /* waiting = retry not yet due */
+    uint64_t bytes;
+};
+/* Call fn for every queue (under the bus lock: fn must not call the bus). */
+void esb_bus_queues(struct esb_bus *bus, void (*fn)(void *ctx, const struct esb_queue_info *q),
+                    void *ctx);
+/* Info for one queue; returns ESB_ENOTFOUND if it has never existed. */
+int esb_bus_queue_info(struct esb_bus *bus, const char *queue, struct esb_queue_info *out);
+
+/* Browse: call fn for each unresolved entry of queue in seq order, without
+ * consuming (msg decoded from the log; borrowed for the call). Stops when fn
+ * returns non-zero. Returns the count visited or a negative error. */
+int esb_bus_browse(struct esb_bus *bus, const char *queue,
+                   int (*fn)(void *ctx, const struct esb_entry *e), void *ctx);
+
+/* Run one maintenance pass now (delete resolved segments, compact); the
+ * maintenance thread does this every compact_interval_ms. */
+void esb_bus_maintain(struct esb_bus *bus);
+
+#endif

@@ -1,0 +1,646 @@
+/* bus_index.c - the bus's in-memory indexes and the meaning of each record
+ * type. The same esb__apply() runs for a record found during recovery and
+ * for a record just made durable by the writer, so the state after a
+ * restart is, by construction, the state before it (minus in-flight marks).
+ *
+ * Record payloads (little-endian; names are u16 length + bytes):
+ *   MSG   u64 seq | u64 enq_ms | u16 n | n x target | message encoding
+ *         target = name | u32 attempt | u64 not_before | u16 reason | u16 from
+ *                  (reason/from are lengths followed by bytes)
+ *   ACK   u64 seq | name
+ *   RETRY u64 seq | name | u32 attempt | u64 not_before
+ *   DEAD  u64 seq | from name | dlq name | u32 attempt | u16 len | reason */
+#include "config.h"
+
+#include <stdlib.h>
+
+#include "bus_internal.h"
+#include "log.h"
+#include "wal.h"
+
+/* ---- u64 map ---- */
+
+#define TOMB UINT64_MAX
+
+static size_t hash64(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    return (size_t)k;
+}
+
+static void u64map_grow(struct esb__u64map *m)
+{
+    struct esb__u64map old = *m;
+    size_t cap = old.cap ? old.cap : 16;
+    if (old.n * 2 >= old.cap) cap = old.cap ? old.cap * 2 : 16;
+    m->keys = esb_calloc(cap, sizeof(*m->keys));
+    m->vals = esb_calloc(cap, sizeof(*m->vals));
+    m->cap = cap;
+    m->n = m->used = 0;
+    for (size_t i = 0; i < old.cap; i++)
+        if (old.keys[i] && old.keys[i] != TOMB) esb__u64map_put(m, old.keys[i], old.vals[i]);
+    free(old.keys);
+    free(old.vals);
+}
+
+void *esb__u64map_get(const struct esb__u64map *m, uint64_t key)
+{
+    if (!m->cap) return NULL;
+    for (size_t i = hash64(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        if (m->keys[i] == key) return m->vals[i];
+        if (m->keys[i] == 0) return NULL;
+    }
+}
+
+void esb__u64map_put(struct esb__u64map *m, uint64_t key, void *val)
+{
+    if ((m->used + 1) * 4 >= m->cap * 3) u64map_grow(m);
+    size_t tomb = SIZE_MAX;
+    for (size_t i = hash64(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        if (m->keys[i] == key) {
+            m->vals[i] = val;
+            return;
+        }
+        if (m->keys[i] == TOMB && tomb == SIZE_MAX) tomb = i;
+        if (m->keys[i] == 0) {
+            if (tomb != SIZE_MAX)
+                i = tomb;
+            else
+                m->used++;
+            m->keys[i] = key;
+            m->vals[i] = val;
+            m->n++;
+            return;
+        }
+    }
+}
+
+void *esb__u64map_del(struct esb__u64map *m, uint64_t key)
+{
+    if (!m->cap) return NULL;
+    for (size_t i = hash64(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        if (m->keys[i] == key) {
+            void *v = m->vals[i];
+            m->keys[i] = TOMB;
+            m->vals[i] = NULL;
+            m->n--;
+            return v;
+        }
+        if (m->keys[i] == 0) return NULL;
+    }
+}
+
+size_t esb__u64map_next(const struct esb__u64map *m, size_t i, uint64_t *key, void **val)
+{
+    for (; i < m->cap; i++) {
+        if (m->keys[i] && m->keys[i] != TOMB) {
+            *key = m->keys[i];
+            *val = m->vals[i];
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+void esb__u64map_free(struct esb__u64map *m)
+{
+    free(m->keys);
+    free(m->vals);
+    memset(m, 0, sizeof(*m));
+}
+
+/* ---- string map ---- */
+
+static size_t hash_str(const char *s)
+{
+    size_t h = 1469598103934665603ULL;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static void strmap_insert(struct esb__strmap *m, char *key, void *val)
+{
+    size_t i = hash_str(key) & (m->cap - 1);
+    while (m->keys[i]) i = (i + 1) & (m->cap - 1);
+    m->keys[i] = key;
+    m->vals[i] = val;
+    m->n++;
+}
+
+void *esb__strmap_get(const struct esb__strmap *m, const char *key)
+{
+    if (!m->cap) return NULL;
+    for (size_t i = hash_str(key) & (m->cap - 1); m->keys[i]; i = (i + 1) & (m->cap - 1))
+        if (strcmp(m->keys[i], key) == 0) return m->vals[i];
+    return NULL;
+}
+
+void esb__strmap_put(struct esb__strmap *m, const char *key, void *val)
+{
+    if (m->cap) {
+        for (size_t i = hash_str(key) & (m->cap - 1); m->keys[i]; i = (i + 1) & (m->cap - 1))
+            if (strcmp(m->keys[i], key) == 0) {
+                m->vals[i] = val;
+                return;
+            }
+    }
+    if ((m->n + 1) * 2 > m->cap) {
+        struct esb__strmap old = *m;
+        m->cap = old.cap ? old.cap * 2 : 16;
+        m->keys = esb_calloc(m->cap, sizeof(*m->keys));
+        m->vals = esb_calloc(m->cap, sizeof(*m->vals));
+        m->n = 0;
+        for (size_t i = 0; i < old.cap; i++)
+            if (old.keys[i]) strmap_insert(m, old.keys[i], old.vals[i]);
+        free(old.keys);
+        free(old.vals);
+    }
+    strmap_insert(m, esb_strdup(key), val);
+}
+
+size_t esb__strmap_next(const struct esb__strmap *m, size_t i, const char **key, void **val)
+{
+    for (; i < m->cap; i++) {
+        if (m->keys[i]) {
+            *key = m->keys[i];
+            *val = m->vals[i];
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+void esb__strmap_free(struct esb__strmap *m, void (*free_val)(void *))
+{
+    for (size_t i = 0; i < m->cap; i++) {
+        if (!m->keys[i]) continue;
+        free(m->keys[i]);
+        if (free_val) free_val(m->vals[i]);
+    }
+    free(m->keys);
+    free(m->vals);
+    memset(m, 0, sizeof(*m));
+}
+
+/* ---- heap ---- */
+
+static void heap_set(struct esb__heap *h, size_t i, void *item)
+{
+    h->items[i] = item;
+    h->set_idx(item, i);
+}
+
+static void heap_up(struct esb__heap *h, size_t i)
+{
+    void *item = h->items[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!h->less(item, h->items[parent])) break;
+        heap_set(h, i, h->items[parent]);
+        i = parent;
+    }
+    heap_set(h, i, item);
+}
+
+static void heap_down(struct esb__heap *h, size_t i)
+{
+    void *item = h->items[i];
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        void *best = item;
+        if (l < h->n && h->less(h->items[l], best)) {
+            m = l;
+            best = h->items[l];
+        }
+        if (r < h->n && h->less(h->items[r], best)) m = r;
+        if (m == i) break;
+        heap_set(h, i, h->items[m]);
+        i = m;
+    }
+    heap_set(h, i, item);
+}
+
+void esb__heap_push(struct esb__heap *h, void *item)
+{
+    if (h->n == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 64;
+        h->items = esb_realloc(h->items, h->cap * sizeof(*h->items));
+    }
+    h->items[h->n++] = item;
+    heap_up(h, h->n - 1);
+}
+
+void *esb__heap_top(const struct esb__heap *h)
+{
+    return h->n ? h->items[0] : NULL;
+}
+
+void esb__heap_remove(struct esb__heap *h, size_t idx)
+{
+    void *last = h->items[--h->n];
+    if (idx == h->n) return;
+    heap_set(h, idx, last);
+    heap_down(h, idx);
+    if (h->items[idx] == last) heap_up(h, idx);
+}
+
+void *esb__heap_pop(struct esb__heap *h)
+{
+    if (!h->n) return NULL;
+    void *top = h->items[0];
+    esb__heap_remove(h, 0);
+    return top;
+}
+
+void esb__heap_free(struct esb__heap *h)
+{
+    free(h->items);
+    h->items = NULL;
+    h->n = h->cap = 0;
+}
+
+/* ---- queues ---- */
+
+static int ready_less(const void *a, const void *b)
+{
+    return ((const struct ent *)a)->seq < ((const struct ent *)b)->seq;
+}
+
+static int waiting_less(const void *a, const void *b)
+{
+    const struct ent *x = a, *y = b;
+    return x->not_before < y->not_before || (x->not_before == y->not_before && x->seq < y->seq);
+}
+
+static void ent_set_idx(void *item, size_t idx)
+{
+    ((struct ent *)item)->heap_idx = idx;
+}
+
+struct queue *esb__queue_get(struct esb_bus *bus, const char *name, int create)
+{
+    struct queue *q = esb__strmap_get(&bus->queues, name);
+    if (q || !create) return q;
+    q = esb_calloc(1, sizeof(*q));
+    q->name = esb_strdup(name);
+    q->ready.less = ready_less;
+    q->ready.set_idx = ent_set_idx;
+    q->waiting.less = waiting_less;
+    q->waiting.set_idx = ent_set_idx;
+    q->max_entries = bus->opts.queue_max_entries;
+    q->max_bytes = bus->opts.queue_max_bytes;
+    esb__strmap_put(&bus->queues, name, q);
+    return q;
+}
+
+static void ent_free(struct ent *e)
+{
+    free(e->reason);
+    free(e->dead_from);
+    free(e);
+}
+
+void esb__queue_free(struct queue *q)
+{
+    if (!q) return;
+    uint64_t k;
+    void *v;
+    for (size_t i = 0; (i = esb__u64map_next(&q->ents, i, &k, &v)) != 0;) ent_free(v);
+    esb__u64map_free(&q->ents);
+    esb__heap_free(&q->ready);
+    esb__heap_free(&q->waiting);
+    free(q->name);
+    free(q);
+}
+
+void esb__queue_push_ready(struct queue *q, struct ent *e)
+{
+    e->state = ENT_READY;
+    esb__heap_push(&q->ready, e);
+}
+
+void esb__queue_push_waiting(struct queue *q, struct ent *e)
+{
+    e->state = ENT_WAITING;
+    esb__heap_push(&q->waiting, e);
+}
+
+struct ent *esb__queue_pop(struct queue *q, uint64_t now_ms)
+{
+    struct ent *w = esb__heap_top(&q->waiting);
+    struct ent *e = NULL;
+    if (w && w->not_before <= now_ms)
+        e = esb__heap_pop(&q->waiting);
+    else
+        e = esb__heap_pop(&q->ready);
+    if (e) {
+        e->state = ENT_INFLIGHT;
+        q->inflight++;
+    }
+    return e;
+}
+
+uint64_t esb__queue_next_due(const struct queue *q)
+{
+    const struct ent *w = esb__heap_top(&q->waiting);
+    return w ? w->not_before : UINT64_MAX;
+}
+
+/* Take e out of whatever structure holds it (not the map). */
+static void ent_unlink(struct ent *e)
+{
+    struct queue *q = e->q;
+    if (e->state == ENT_READY)
+        esb__heap_remove(&q->ready, e->heap_idx);
+    else if (e->state == ENT_WAITING)
+        esb__heap_remove(&q->waiting, e->heap_idx);
+    else
+        q->inflight--;
+}
+
+/* ---- segment liveness ---- */
+
+struct seglive *esb__seglive(struct esb_bus *bus, uint32_t seg)
+{
+    if (bus->nsegs == 0) {
+        bus->seg_base = seg;
+    } else if (seg < bus->seg_base) {
+        size_t grow = bus->seg_base - seg;
+        bus->segs = esb_realloc(bus->segs, (bus->nsegs + grow) * sizeof(*bus->segs));
+        memmove(bus->segs + grow, bus->segs, bus->nsegs * sizeof(*bus->segs));
+        memset(bus->segs, 0, grow * sizeof(*bus->segs));
+        bus->nsegs += grow;
+        bus->seg_base = seg;
+    }
+    size_t i = seg - bus->seg_base;
+    if (i >= bus->nsegs) {
+        bus->segs = esb_realloc(bus->segs, (i + 1) * sizeof(*bus->segs));
+        memset(bus->segs + bus->nsegs, 0, (i + 1 - bus->nsegs) * sizeof(*bus->segs));
+        bus->nsegs = i + 1;
+    }
+    return &bus->segs[i];
+}
+
+void esb__seglive_add(struct esb_bus *bus, uint32_t seg, int64_t entries, int64_t bytes)
+{
+    struct seglive *s = esb__seglive(bus, seg);
+    if (!s) return;
+    s->entries = (uint64_t)((int64_t)s->entries + entries);
+    s->bytes = (uint64_t)((int64_t)s->bytes + bytes);
+}
+
+/* ---- record codec ---- */
+
+void esb__rec_put(struct esb_buf *buf, uint8_t type, uint8_t flags, const struct iovec *parts,
+                  int n)
+{
+    uint8_t hdr[ESB_WAL_HDR];
+    esb_wal_header(hdr, type, flags, parts, n);
+    if (esb_buf_add(buf, hdr, sizeof(hdr)) != 0) abort();
+    for (int i = 0; i < n; i++)
+        if (esb_buf_add(buf, parts[i].iov_base, parts[i].iov_len) != 0) abort();
+}
+
+/* A bounds-checked reader over a payload. */
+struct rd {
+    const uint8_t *p;
+    size_t len, off;
+    int bad;
+};
+
+static const uint8_t *rd_take(struct rd *r, size_t n)
+{
+    if (r->bad || n > r->len - r->off) {
+        r->bad = 1;
+        return NULL;
+    }
+    const uint8_t *p = r->p + r->off;
+    r->off += n;
+    return p;
+}
+
+static uint16_t rd_u16(struct rd *r)
+{
+    const uint8_t *p = rd_take(r, 2);
+    return p ? esb_get_u16(p) : 0;
+}
+
+static uint32_t rd_u32(struct rd *r)
+{
+    const uint8_t *p = rd_take(r, 4);
+    return p ? esb_get_u32(p) : 0;
+}
+
+static uint64_t rd_u64(struct rd *r)
+{
+    const uint8_t *p = rd_take(r, 8);
+    return p ? esb_get_u64(p) : 0;
+}
+
+/* A length-prefixed string copied into out[outsz] (truncated if needed). */
+static void rd_str(struct rd *r, size_t width, char *out, size_t outsz)
+{
+    size_t n = width == 2 ? rd_u16(r) : rd_u32(r);
+    const uint8_t *p = rd_take(r, n);
+    if (!p) {
+        out[0] = '\0';
+        return;
+    }
+    if (n >= outsz) n = outsz - 1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+}
+
+size_t esb__msg_body_offset(const uint8_t *p, uint32_t len)
+{
+    struct rd r = {.p = p, .len = len};
+    rd_u64(&r);
+    rd_u64(&r);
+    uint16_t n = rd_u16(&r);
+    for (uint16_t i = 0; i < n && !r.bad; i++) {
+        rd_take(&r, rd_u16(&r));
+        rd_u32(&r);
+        rd_u64(&r);
+        rd_take(&r, rd_u16(&r));
+        rd_take(&r, rd_u16(&r));
+    }
+    return r.bad ? 0 : r.off;
+}
+
+static struct ent *ent_new(struct esb_bus *bus, struct queue *q, uint64_t seq,
+                           struct esb_wal_pos pos, uint32_t rec_len)
+{
+    struct ent *e = esb_calloc(1, sizeof(*e));
+    e->seq = seq;
+    e->q = q;
+    e->pos = pos;
+    e->rec_len = rec_len;
+    esb__u64map_put(&q->ents, seq, e);
+    q->entries++;
+    q->bytes += rec_len;
+    esb__seglive_add(bus, pos.seg, 1, rec_len);
+    return e;
+}
+
+static void ent_drop(struct esb_bus *bus, struct ent *e)
+{
+    struct queue *q = e->q;
+    esb__u64map_del(&q->ents, e->seq);
+    q->entries--;
+    q->bytes -= e->rec_len;
+    esb__seglive_add(bus, e->pos.seg, -1, -(int64_t)e->rec_len);
+    ent_free(e);
+}
+
+static void set_str(char **dst, const char *s)
+{
+    free(*dst);
+    *dst = s && *s ? esb_strdup(s) : NULL;
+}
+
+/* Place an entry that is not in any structure according to its state. */
+static void ent_place(struct esb_bus *bus, struct ent *e)
+{
+    if (bus->recovering) return; /* heaps are built once at the end */
+    if (e->not_before > 0)
+        esb__queue_push_waiting(e->q, e);
+    else
+        esb__queue_push_ready(e->q, e);
+}
+
+static int apply_msg(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t flags, const uint8_t *p,
+                     uint32_t len)
+{
+    struct rd r = {.p = p, .len = len};
+    uint64_t seq = rd_u64(&r), enq = rd_u64(&r);
+    uint16_t n = rd_u16(&r);
+    char name[ESB__MAX_QUEUE_NAME + 1], reason[ESB__MAX_REASON + 1], from[ESB__MAX_QUEUE_NAME + 1];
+    uint64_t cur = atomic_load(&bus->next_seq);
+    while (seq >= cur && !atomic_compare_exchange_weak(&bus->next_seq, &cur, seq + 1)) {
+    }
+    for (uint16_t i = 0; i < n; i++) {
+        rd_str(&r, 2, name, sizeof(name));
+        uint32_t attempt = rd_u32(&r);
+        uint64_t not_before = rd_u64(&r);
+        rd_str(&r, 2, reason, sizeof(reason));
+        rd_str(&r, 2, from, sizeof(from));
+        if (r.bad) return ESB_ECORRUPT;
+        struct queue *q = esb__queue_get(bus, name, 1);
+        struct ent *e = esb__u64map_get(&q->ents, seq);
+        if (e) {
+            /* A relocation: same entry, new place. State in memory is current. */
+            if (!(flags & ESB__MSG_RELOC)) continue;
+            esb__seglive_add(bus, e->pos.seg, -1, -(int64_t)e->rec_len);
+            e->pos = pos;
+            q->bytes = q->bytes - e->rec_len + len;
+            e->rec_len = len;
+            esb__seglive_add(bus, pos.seg, 1, len);
+            continue;
+        }
+        if ((flags & ESB__MSG_RELOC) && !bus->recovering) continue;
+        e = ent_new(bus, q, seq, pos, len);
+        e->attempt = attempt;
+        e->not_before = not_before;
+        e->enq_ms = enq;
+        set_str(&e->reason, reason);
+        set_str(&e->dead_from, from);
+        e->state = not_before ? ENT_WAITING : ENT_READY;
+        ent_place(bus, e);
+    }
+    return 0;
+}
+
+static struct ent *find_ent(struct esb_bus *bus, const char *queue, uint64_t seq)
+{
+    struct queue *q = esb__queue_get(bus, queue, 0);
+    return q ? esb__u64map_get(&q->ents, seq) : NULL;
+}
+
+int esb__apply(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t type, uint8_t flags,
+               const uint8_t *p, uint32_t len)
+{
+    struct rd r = {.p = p, .len = len};
+    char name[ESB__MAX_QUEUE_NAME + 1], dlq[ESB__MAX_QUEUE_NAME + 1];
+    char reason[ESB__MAX_REASON + 1];
+    struct ent *e;
+    uint64_t seq;
+
+    switch (type) {
+    case ESB_REC_MSG:
+        return apply_msg(bus, pos, flags, p, len);
+    case ESB_REC_ACK:
+        seq = rd_u64(&r);
+        rd_str(&r, 2, name, sizeof(name));
+        if (r.bad) return ESB_ECORRUPT;
+        if ((e = find_ent(bus, name, seq)) != NULL) {
+            if (!bus->recovering) ent_unlink(e);
+            ent_drop(bus, e);
+        }
+        return 0;
+    case ESB_REC_RETRY: {
+        seq = rd_u64(&r);
+        rd_str(&r, 2, name, sizeof(name));
+        uint32_t attempt = rd_u32(&r);
+        uint64_t not_before = rd_u64(&r);
+        if (r.bad) return ESB_ECORRUPT;
+        if ((e = find_ent(bus, name, seq)) != NULL) {
+            if (!bus->recovering) ent_unlink(e);
+            e->attempt = attempt;
+            e->pending = 0;
+            e->not_before = not_before ? not_before : 1;
+            e->state = ENT_WAITING;
+            ent_place(bus, e);
+        }
+        return 0;
+    }
+    case ESB_REC_DEAD: {
+        seq = rd_u64(&r);
+        rd_str(&r, 2, name, sizeof(name));
+        rd_str(&r, 2, dlq, sizeof(dlq));
+        uint32_t attempt = rd_u32(&r);
+        rd_str(&r, 2, reason, sizeof(reason));
+        if (r.bad) return ESB_ECORRUPT;
+        if ((e = find_ent(bus, name, seq)) == NULL) return 0;
+        if (!bus->recovering) ent_unlink(e);
+        struct esb_wal_pos at = e->pos;
+        uint32_t rec_len = e->rec_len;
+        uint64_t enq = e->enq_ms;
+        ent_drop(bus, e);
+        struct queue *q = esb__queue_get(bus, dlq, 1);
+        if (esb__u64map_get(&q->ents, seq)) return 0;
+        e = ent_new(bus, q, seq, at, rec_len);
+        e->attempt = attempt;
+        e->enq_ms = enq;
+        set_str(&e->reason, reason);
+        set_str(&e->dead_from, name);
+        e->state = ENT_READY;
+        ent_place(bus, e);
+        return 0;
+    }
+    case ESB_REC_AGG:
+    case ESB_REC_DEDUP:
+        return 0; /* reserved for later steps */
+    default:
+        return ESB_ECORRUPT;
+    }
+}
+
+void esb__index_finish_recovery(struct esb_bus *bus)
+{
+    const char *name;
+    void *v;
+    for (size_t i = 0; (i = esb__strmap_next(&bus->queues, i, &name, &v)) != 0;) {
+        struct queue *q = v;
+        uint64_t k;
+        void *ev;
+        for (size_t j = 0; (j = esb__u64map_next(&q->ents, j, &k, &ev)) != 0;) {
+            struct ent *e = ev;
+            if (e->not_before)
+                esb__queue_push_waiting(q, e);
+            else
+                esb__queue_push_ready(q, e);
+        }
+    }
+}

@@ -1,0 +1,164 @@
+/* bus_internal.h - structures shared by the files of the bus module
+ * (bus.c: threads, commit, consume; bus_index.c: in-memory indexes and the
+ * record codec). Not for use outside esb-core/bus*.c.
+ *
+ * Locking: everything here is protected by bus->lock, except the WAL, which
+ * only the writer thread writes (readers use esb_wal_read). */
+#ifndef ESB_BUS_INTERNAL_H
+#define ESB_BUS_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#include "bus.h"
+#include "bus_index.h"
+#include "wal.h"
+
+/* Flags of an ESB_REC_MSG record. */
+#define ESB__MSG_RELOC 0x01 /* a copy made by compaction: moves existing entries */
+
+/* Limits of the record codec. */
+#define ESB__MAX_QUEUE_NAME 255
+#define ESB__MAX_REASON     4096
+
+enum ent_state { ENT_READY, ENT_INFLIGHT, ENT_WAITING };
+
+/* One unresolved entry: message seq in one queue. */
+struct ent {
+    uint64_t seq;
+    struct queue *q;
+    struct esb_wal_pos pos;
+    uint32_t rec_len; /* payload length of the MSG record (bytes accounting) */
+    uint32_t attempt;
+    uint64_t not_before;
+    uint64_t enq_ms;
+    char *reason;    /* dead-letter reason, owned */
+    char *dead_from; /* owned */
+    uint8_t state;
+    uint8_t pending; /* a committed-but-not-applied transaction resolves it */
+    size_t heap_idx; /* position in ready or waiting heap */
+};
+
+struct queue {
+    char *name;
+    struct esb__u64map ents;  /* seq -> struct ent* */
+    struct esb__heap ready;   /* by seq */
+    struct esb__heap waiting; /* by not_before, seq */
+    uint64_t entries, inflight, bytes;
+    uint64_t reserved_entries, reserved_bytes; /* appends committed, not yet applied */
+    uint64_t max_entries, max_bytes;
+    int limits_set;
+};
+
+struct topic {
+    char *name;
+    char **subs;
+    size_t nsubs;
+};
+
+struct seglive {
+    uint64_t entries, bytes;
+};
+
+/* A transaction: encoded records plus what commit must check and mark. */
+enum txn_op_kind { OP_APPEND, OP_RESOLVE };
+
+struct txn_op {
+    enum txn_op_kind kind;
+    struct entry_impl *e; /* OP_RESOLVE */
+    char **queues;        /* OP_APPEND: target names */
+    size_t nqueues;
+    uint32_t bytes; /* OP_APPEND: record payload length */
+    size_t rec_off; /* OP_APPEND: offset of its record in txn buf */
+};
+
+struct esb_txn {
+    struct esb_buf buf; /* whole records, back to back */
+    struct txn_op *ops;
+    size_t nops, cap;
+    int has_append;
+    int detached; /* written by the bus itself (compaction); freed after apply */
+    /* commit state, under bus->lock */
+    struct esb_txn *next;
+    int done, rc;
+    struct esb_wal_pos pos;
+};
+
+struct entry_impl {
+    struct esb_entry pub;
+    struct esb_bus *bus;
+    struct ent *ent;
+    int resolved;
+};
+
+struct esb_bus {
+    struct esb_bus_opts opts;
+    char *dir;
+    struct esb_wal *wal;
+    pthread_mutex_t lock;
+    pthread_cond_t writer_cv, commit_cv, ready_cv;
+    pthread_t writer;
+    int writer_started, closing, failed;
+    char fail_why[256];
+    _Atomic uint64_t next_seq;
+
+    struct esb_txn *pending_head, *pending_tail;
+    uint64_t pending_bytes;
+
+    struct esb__strmap queues; /* name -> struct queue* */
+    struct esb__strmap topics; /* name -> struct topic* */
+
+    struct seglive *segs; /* indexed by segment no - seg_base */
+    uint32_t seg_base;
+    size_t nsegs;
+
+    int64_t free_bytes; /* last measured free space of the fs */
+    uint64_t last_maint_ns, last_sync_ns;
+    int unsynced;
+    int recovering;
+    unsigned consumers; /* threads inside consume */
+    unsigned batches_since_df;
+    struct esb_bus_stats stats;
+};
+
+/* bus_index.c: queues and entries (caller holds bus->lock). */
+struct queue *esb__queue_get(struct esb_bus *bus, const char *name, int create);
+void esb__queue_free(struct queue *q);
+void esb__queue_push_ready(struct queue *q, struct ent *e);
+void esb__queue_push_waiting(struct queue *q, struct ent *e);
+/* Pop a due waiting entry, else the oldest ready one; NULL if none. */
+struct ent *esb__queue_pop(struct queue *q, uint64_t now_ms);
+/* Earliest not_before among waiting entries, or UINT64_MAX. */
+uint64_t esb__queue_next_due(const struct queue *q);
+void esb__seglive_add(struct esb_bus *bus, uint32_t seg, int64_t entries, int64_t bytes);
+struct seglive *esb__seglive(struct esb_bus *bus, uint32_t seg);
+
+/* Apply one record (at runtime after it is durable, or during recovery). */
+int esb__apply(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t type, uint8_t flags,
+               const uint8_t *p, uint32_t len);
+/* After recovery: put every entry in its heap. */
+void esb__index_finish_recovery(struct esb_bus *bus);
+
+/* bus.c: shared helpers. */
+void esb__put_name(struct esb_buf *b, const char *s);
+void esb__put_u32(struct esb_buf *b, uint32_t v);
+void esb__put_u64(struct esb_buf *b, uint64_t v);
+void esb__put_reason(struct esb_buf *b, const char *s);
+void esb__abstime_after_ms(struct timespec *ts, uint64_t ms);
+/* Sync if a write is not yet durable; a failure marks the bus failed. */
+int esb__sync_if_needed(struct esb_bus *bus);
+/* Queue t for the writer (at the head: before everything pending). */
+void esb__pending_push(struct esb_bus *bus, struct esb_txn *t, int at_head);
+/* bus_maint.c: one maintenance pass (writer thread, lock held). */
+void esb__maintain_locked(struct esb_bus *bus);
+
+/* Record codec. */
+/* Parse the target list of a MSG payload; returns offset of the message
+ * encoding or 0 if malformed. */
+size_t esb__msg_body_offset(const uint8_t *p, uint32_t len);
+/* Append a whole record (header + payload parts) to buf. */
+void esb__rec_put(struct esb_buf *buf, uint8_t type, uint8_t flags, const struct iovec *parts,
+                  int n);
+
+#endif

@@ -1,0 +1,138 @@
+/* util.c - see util.h. */
+#include "config.h"
+
+#include "util.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+int esb_err_set(struct esb_err *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        err->code = code;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+const char *esb_strerror(int code)
+{
+    switch (code) {
+    case 0:
+        return "ok";
+    case ESB_EFULL:
+        return "full (back-pressure limit reached)";
+    case ESB_ECORRUPT:
+        return "corrupt data";
+    case ESB_EFAILED:
+        return "failed state after a fatal I/O error";
+    case ESB_ECLOSED:
+        return "closed";
+    case ESB_ENOTFOUND:
+        return "not found";
+    case ESB_EINVAL:
+        return "invalid argument";
+    case ESB_ETIMEDOUT:
+        return "timed out";
+    default:
+        break;
+    }
+    if (code < 0 && code > -4096) return strerror(-code);
+    return "unknown error";
+}
+
+static void oom(size_t n)
+{
+    fprintf(stderr, "esb: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *esb_malloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) oom(n);
+    return p;
+}
+
+void *esb_calloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) oom(n * size);
+    return p;
+}
+
+void *esb_realloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q) oom(n);
+    return q;
+}
+
+char *esb_strdup(const char *s)
+{
+    return esb_strndup(s, strlen(s));
+}
+
+char *esb_strndup(const char *s, size_t n)
+{
+    char *p = esb_malloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+uint64_t esb_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t esb_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void esb_buf_init(struct esb_buf *b, size_t max)
+{
+    b->data = NULL;
+    b->len = b->cap = 0;
+    b->max = max;
+}
+
+int esb_buf_reserve(struct esb_buf *b, size_t n)
+{
+    if (n > b->max) return ESB_EFULL;
+    if (n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < n) cap *= 2;
+        if (cap > b->max) cap = b->max;
+        b->data = esb_realloc(b->data, cap);
+        b->cap = cap;
+    }
+    return 0;
+}
+
+int esb_buf_add(struct esb_buf *b, const void *p, size_t n)
+{
+    if (n > b->max - b->len) return ESB_EFULL;
+    if (esb_buf_reserve(b, b->len + n) != 0) return ESB_EFULL;
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+void esb_buf_free(struct esb_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}

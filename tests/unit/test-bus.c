@@ -1,0 +1,258 @@
+/* test-bus.c - the bus API: append/consume/ack, FIFO, competing consumers,
+ * topics, retry and dead-letter state across restarts, limits, compaction. */
+#include "config.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "../tap.h"
+#include "bus.h"
+#include "log.h"
+#include "msg.h"
+
+static char dir[64];
+
+static struct esb_bus *open_bus(struct esb_bus_opts *o)
+{
+    struct esb_bus *bus;
+    struct esb_err err = {0};
+    struct esb_bus_opts def = {.dir = dir};
+    if (!o) o = &def;
+    o->dir = dir;
+    if (esb_bus_open(o, &bus, &err) != 0) bail("open: %s", err.msg);
+    return bus;
+}
+
+static struct esb_msg *mk(const char *body)
+{
+    struct esb_msg *m = esb_msg_new();
+    esb_msg_set_body(m, body, strlen(body));
+    esb_msg_set_content_type(m, "text/plain");
+    esb_msg_set_header(m, "x-test", body);
+    return m;
+}
+
+static int append(struct esb_bus *bus, const char *q, const char *body)
+{
+    struct esb_msg *m = mk(body);
+    struct esb_err err;
+    int rc = esb_bus_append(bus, q, m, &err);
+    esb_msg_unref(m);
+    return rc;
+}
+
+static int body_is(const struct esb_entry *e, const char *s)
+{
+    return e && e->msg->body->len == strlen(s) && memcmp(e->msg->body->data, s, strlen(s)) == 0;
+}
+
+static void test_fifo_ack(void)
+{
+    struct esb_bus *bus = open_bus(NULL);
+    struct esb_err err;
+    ok(append(bus, "q1", "a") == 0 && append(bus, "q1", "b") == 0 && append(bus, "q1", "c") == 0,
+       "append three");
+    struct esb_entry *e = NULL;
+    ok(esb_bus_consume(bus, "q1", 0, &e) == 0 && body_is(e, "a"), "first out is first in");
+    ok(strcmp(esb_msg_header(e->msg, "X-Test"), "a") == 0 &&
+           strcmp(e->msg->content_type, "text/plain") == 0,
+       "headers and content type survive the log");
+    ok(esb_bus_ack(bus, e, &err) == 0, "ack");
+    ok(esb_bus_ack(bus, e, &err) == ESB_EINVAL, "a second ack of the same entry is refused");
+    esb_entry_free(e);
+    struct esb_entry *b = NULL, *c = NULL;
+    ok(esb_bus_consume(bus, "q1", 0, &b) == 0 && body_is(b, "b"), "then b");
+    ok(esb_bus_consume(bus, "q1", 0, &c) == 0 && body_is(c, "c"), "competing consumer gets c");
+    struct esb_entry *none = NULL;
+    ok(esb_bus_consume(bus, "q1", 0, &none) == ESB_ETIMEDOUT, "nothing else ready");
+    esb_entry_free(c); /* released unresolved: ready again */
+    ok(esb_bus_consume(bus, "q1", 50, &c) == 0 && body_is(c, "c"), "a released entry comes back");
+    struct esb_queue_info qi;
+    ok(esb_bus_queue_info(bus, "q1", &qi) == 0 && qi.entries == 2 && qi.inflight == 2,
+       "queue info: 2 entries in flight");
+    esb_entry_free(c);
+    esb_entry_free(b); /* both in flight at close: must be redelivered */
+    esb_bus_close(bus);
+
+    bus = open_bus(NULL);
+    ok(esb_bus_consume(bus, "q1", 0, &b) == 0 && body_is(b, "b"),
+       "in-flight b redelivered after restart");
+    ok(esb_bus_consume(bus, "q1", 0, &c) == 0 && body_is(c, "c"),
+       "in-flight c redelivered after restart");
+    ok(esb_bus_ack(bus, b, &err) == 0 && esb_bus_ack(bus, c, &err) == 0, "ack both");
+    esb_entry_free(b);
+    esb_entry_free(c);
+    ok(esb_bus_queue_info(bus, "q1", &qi) == 0 && qi.entries == 0, "queue empty");
+    esb_bus_close(bus);
+    bus = open_bus(NULL);
+    ok(esb_bus_consume(bus, "q1", 0, &e) == ESB_ETIMEDOUT,
+       "acked entries stay acked after restart");
+    esb_bus_close(bus);
+}
+
+static void test_retry_dead(void)
+{
+    struct esb_bus *bus = open_bus(NULL);
+    struct esb_err err;
+    ok(append(bus, "r", "x") == 0 && append(bus, "r", "y") == 0, "append x y");
+    struct esb_entry *e;
+    ok(esb_bus_consume(bus, "r", 0, &e) == 0 && body_is(e, "x") && e->attempt == 0, "x attempt 0");
+    struct esb_txn *t = esb_txn_new();
+    esb_txn_retry(t, e, esb_now_ms() + 200);
+    ok(esb_bus_commit(bus, t, &err) == 0, "retry x in 200ms");
+    esb_txn_free(t);
+    esb_entry_free(e);
+    ok(esb_bus_consume(bus, "r", 0, &e) == 0 && body_is(e, "y"), "y is not held back by x's retry");
+    t = esb_txn_new();
+    esb_txn_dead(t, e, "dlq.r", "HTTP 400: bad order");
+    ok(esb_bus_commit(bus, t, &err) == 0, "dead-letter y");
+    esb_txn_free(t);
+    esb_entry_free(e);
+    ok(esb_bus_consume(bus, "r", 0, &e) == ESB_ETIMEDOUT, "x not due yet");
+    esb_bus_close(bus);
+
+    bus = open_bus(NULL);
+    struct esb_queue_info qi;
+    ok(esb_bus_queue_info(bus, "r", &qi) == 0 && qi.waiting == 1, "retry index rebuilt: x waiting");
+    ok(esb_bus_consume(bus, "r", 2000, &e) == 0 && body_is(e, "x") && e->attempt == 1,
+       "x comes back when due with attempt 1");
+    ok(esb_bus_ack(bus, e, &err) == 0, "ack x");
+    esb_entry_free(e);
+    ok(esb_bus_consume(bus, "dlq.r", 0, &e) == 0 && body_is(e, "y") && e->reason &&
+           strcmp(e->reason, "HTTP 400: bad order") == 0 && strcmp(e->dead_from, "r") == 0,
+       "dead letter rebuilt with reason and origin");
+    esb_entry_free(e);
+    esb_bus_close(bus);
+}
+
+static void test_topic(void)
+{
+    struct esb_bus *bus = open_bus(NULL);
+    struct esb_err err;
+    struct esb_msg *m = mk("evt");
+    ok(esb_bus_publish(bus, "topic:t", m, &err) == 0, "publish with no subscriber is fine");
+    esb_bus_subscribe(bus, "topic:t", "sub-a");
+    esb_bus_subscribe(bus, "topic:t", "sub-b");
+    ok(esb_bus_publish(bus, "topic:t", m, &err) == 0, "publish to two subscribers");
+    esb_msg_unref(m);
+    struct esb_entry *a, *b;
+    ok(esb_bus_consume(bus, "sub-a", 0, &a) == 0 && body_is(a, "evt"), "sub-a has its copy");
+    ok(esb_bus_consume(bus, "sub-b", 0, &b) == 0 && body_is(b, "evt"), "sub-b has its copy");
+    ok(a->seq == b->seq, "one record, shared seq");
+    ok(esb_bus_ack(bus, a, &err) == 0, "sub-a acks");
+    esb_entry_free(a);
+    esb_entry_free(b);
+    esb_bus_close(bus);
+    bus = open_bus(NULL);
+    ok(esb_bus_consume(bus, "sub-a", 0, &a) == ESB_ETIMEDOUT, "sub-a done after restart");
+    ok(esb_bus_consume(bus, "sub-b", 0, &b) == 0 && body_is(b, "evt"), "sub-b still has it");
+    ok(esb_bus_ack(bus, b, &err) == 0, "sub-b acks");
+    esb_entry_free(b);
+    esb_bus_close(bus);
+}
+
+static void test_handoff(void)
+{
+    struct esb_bus *bus = open_bus(NULL);
+    struct esb_err err;
+    ok(append(bus, "in", "order") == 0, "append to in");
+    struct esb_entry *e;
+    ok(esb_bus_consume(bus, "in", 0, &e) == 0, "consume in");
+    struct esb_txn *t = esb_txn_new();
+    const char *outs[] = {"out1", "out2"};
+    esb_txn_append(t, outs, 2, e->msg);
+    esb_txn_ack(t, e);
+    ok(esb_bus_commit(bus, t, &err) == 0, "hand-off: children + ack in one batch");
+    esb_txn_free(t);
+    esb_entry_free(e);
+    esb_bus_close(bus);
+    bus = open_bus(NULL);
+    struct esb_queue_info qi;
+    ok(esb_bus_queue_info(bus, "in", &qi) == 0 && qi.entries == 0, "input resolved");
+    ok(esb_bus_queue_info(bus, "out1", &qi) == 0 && qi.entries == 1, "out1 has the child");
+    ok(esb_bus_queue_info(bus, "out2", &qi) == 0 && qi.entries == 1, "out2 has the child");
+    esb_bus_close(bus);
+}
+
+static void test_limits(void)
+{
+    struct esb_bus_opts o = {.queue_max_entries = 3};
+    struct esb_bus *bus = open_bus(&o);
+    int rcs[4];
+    for (int i = 0; i < 4; i++) rcs[i] = append(bus, "lim", "z");
+    ok(rcs[0] == 0 && rcs[1] == 0 && rcs[2] == 0 && rcs[3] == ESB_EFULL,
+       "4th append over max entries 3 refused with EFULL");
+    esb_bus_set_limits(bus, "lim2", 0, 200);
+    ok(append(bus, "lim2", "small") == 0, "under byte limit");
+    char big[300];
+    memset(big, 'b', sizeof(big) - 1);
+    big[299] = 0;
+    ok(append(bus, "lim2", big) == ESB_EFULL, "over byte limit refused");
+    struct esb_bus_stats st;
+    esb_bus_get_stats(bus, &st);
+    ok(st.refused_full == 2, "refusals counted (%llu)", (unsigned long long)st.refused_full);
+    esb_bus_close(bus);
+    struct esb_bus_opts o2 = {.disk_low_water = UINT64_MAX / 2};
+    bus = open_bus(&o2);
+    ok(append(bus, "lim3", "x") == ESB_EFULL, "disk low-water refuses appends");
+    esb_bus_close(bus);
+}
+
+static void test_compaction(void)
+{
+    char cmd[400];
+    struct esb_bus_opts o = {.segment_size = 4096, .compact_interval_ms = 20};
+    struct esb_bus *bus = open_bus(&o);
+    struct esb_err err;
+    char body[200];
+    memset(body, 'k', sizeof(body) - 1);
+    body[199] = 0;
+    /* one long-lived entry, then many that are acked */
+    ok(append(bus, "keep", "long-lived") == 0, "long-lived entry");
+    for (int i = 0; i < 200; i++) {
+        if (append(bus, "churn", body) != 0) break;
+        struct esb_entry *e;
+        if (esb_bus_consume(bus, "churn", 0, &e) != 0) break;
+        if (esb_bus_ack(bus, e, &err) != 0) break;
+        esb_entry_free(e);
+    }
+    usleep(300000);
+    struct esb_bus_stats st;
+    esb_bus_get_stats(bus, &st);
+    ok(st.segments_deleted > 0, "resolved segments deleted (%llu)",
+       (unsigned long long)st.segments_deleted);
+    ok(st.entries_relocated >= 1, "long-lived entry copied forward (%llu)",
+       (unsigned long long)st.entries_relocated);
+    snprintf(cmd, sizeof(cmd), "test $(ls %s/*.seg | wc -l) -le 4", dir);
+    ok(system(cmd) == 0, "few segments remain");
+    esb_bus_close(bus);
+    bus = open_bus(&o);
+    struct esb_entry *e;
+    ok(esb_bus_consume(bus, "keep", 0, &e) == 0 && body_is(e, "long-lived"),
+       "long-lived entry survives compaction and restart");
+    esb_entry_free(e);
+    ok(esb_bus_consume(bus, "churn", 0, &e) == ESB_ETIMEDOUT, "no acked entry came back");
+    esb_bus_close(bus);
+}
+
+int main(void)
+{
+    esb_log_set_level(ESB_LOG_WARN);
+    snprintf(dir, sizeof(dir), "/tmp/esb-test-bus-XXXXXX");
+    if (!mkdtemp(dir)) bail("mkdtemp");
+    test_fifo_ack();
+    test_retry_dead();
+    test_topic();
+    test_handoff();
+    char cmd[200];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s && mkdir %s", dir, dir);
+    if (system(cmd) != 0) bail("rm");
+    test_limits();
+    if (system(cmd) != 0) bail("rm");
+    test_compaction();
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd) != 0) bail("rm");
+    return tap_done();
+}
