@@ -1,0 +1,72 @@
+/* connector.h - the interface every connector implements, and the table
+ * that registers them. Adding a connector = one file pair + one line in
+ * connectors/registry.c; the router never changes.
+ *
+ * Lifetimes: the runtime owns endpoints. For each configured connector
+ * element the config loader calls ops->parse (once per config generation)
+ * to build ep->conf. Inbound endpoints are started with ops->start and
+ * stopped with ops->stop; an inbound endpoint whose definition did not
+ * change across a reload is kept running (ops->same decides). Outbound
+ * endpoints get ops->deliver calls from worker threads, concurrently.
+ *
+ * Inbound connectors hand messages to the runtime with esb_runtime_accept()
+ * (runtime.h), which makes them durable and only then returns 0: the
+ * connector acknowledges its source (HTTP 202, file moved to done-dir) only
+ * after that. */
+#ifndef ESB_CONNECTOR_H
+#define ESB_CONNECTOR_H
+
+#include "conf_attr.h"
+#include "util.h"
+
+struct esb_msg;
+struct esb_runtime;
+struct esb_endpoint;
+
+/* Outcome of a delivery. */
+enum esb_outcome {
+    ESB_DONE = 0, /* confirmed by the destination: ack */
+    ESB_RETRY,    /* transient: try again later (backoff) */
+    ESB_REJECT,   /* permanent: dead-letter with err->msg as the reason */
+};
+
+enum esb_connector_dir { ESB_INBOUND = 1, ESB_OUTBOUND = 2 };
+
+struct esb_connector_ops {
+    const char *element;   /* config element and URI scheme: "http-in", "file-out", ... */
+    enum esb_connector_dir dir;
+    const char *summary;   /* one line for the reference docs */
+    const struct esb_attr_spec *attrs; /* the element's attributes */
+    size_t conf_size;      /* size of the struct attrs fill */
+    /* Validate ep->conf beyond the table (cross-field checks, dirs exist);
+     * may fill derived fields. NULL = nothing more. Errors name file:line. */
+    int (*check)(struct esb_endpoint *ep, struct esb_err *err);
+    /* Inbound: start serving (threads, sockets); rt outlives the endpoint. */
+    int (*start)(struct esb_endpoint *ep, struct esb_runtime *rt, struct esb_err *err);
+    /* Inbound: stop accepting, finish or abandon (unacknowledged) in-flight
+     * work, join threads. Idempotent; NULL-safe on a never-started ep. */
+    void (*stop)(struct esb_endpoint *ep);
+    /* Inbound: non-zero if a running endpoint a may keep serving in place of b. */
+    int (*same)(const struct esb_endpoint *a, const struct esb_endpoint *b);
+    /* Outbound: deliver m (borrowed); called from any worker thread. */
+    enum esb_outcome (*deliver)(struct esb_endpoint *ep, const struct esb_msg *m,
+                                struct esb_err *err);
+    /* Free ep->state (and anything start/deliver made). NULL-safe. */
+    void (*destroy)(struct esb_endpoint *ep);
+};
+
+struct esb_endpoint {
+    char *id;                             /* the element's id attribute */
+    const struct esb_connector_ops *ops;
+    char *file;                           /* config file and line of the element */
+    int line;
+    void *conf;                           /* ops->conf_size bytes filled by attrs */
+    void *state;                          /* the connector's own runtime state */
+};
+
+/* All registered connectors, NULL-terminated. */
+extern const struct esb_connector_ops *const esb_connectors[];
+/* Find a connector by element/scheme name, or NULL. */
+const struct esb_connector_ops *esb_connector_find(const char *element);
+
+#endif

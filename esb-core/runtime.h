@@ -1,0 +1,54 @@
+/* runtime.h - the running gateway: a config generation, the bus, the worker
+ * pool that runs routes and deliveries, and the inbound endpoints.
+ *
+ * Bus queues: route:ID (input of a route fed by a connector), queue:NAME,
+ * topic:NAME#ROUTE (a route's subscription), deliver:ENDPOINT (messages on
+ * their way to an outbound connector), dlq.ROUTE (dead letters).
+ *
+ * Workers consume every input queue of the current generation. For a route
+ * entry they run the route and commit ONE transaction: the outputs (appended
+ * to their queues/topics/delivery queues) plus the ack of the input; a
+ * routing error dead-letters the input instead. For a delivery entry they
+ * call the outbound connector: DONE acks, RETRY schedules a retry with
+ * backoff, REJECT (or attempts exhausted) dead-letters with the reason.
+ *
+ * Reload swaps the generation atomically: each worker finishes its current
+ * entry under the old generation and takes the next under the new one;
+ * entries already on the bus keep their queue names, so nothing is lost.
+ *
+ * Thread-safety: all functions may be called from any thread. */
+#ifndef ESB_RUNTIME_H
+#define ESB_RUNTIME_H
+
+#include "util.h"
+
+struct esb_bus;
+struct esb_config;
+struct esb_endpoint;
+struct esb_msg;
+struct esb_runtime;
+
+/* Open the bus and start workers and inbound endpoints for cfg (a ref is
+ * taken). On error nothing is left running. */
+int esb_runtime_start(struct esb_config *cfg, struct esb_runtime **out,
+                      struct esb_err *err) ESB_WUR;
+/* Switch to cfg (a ref is taken). On error the old config keeps running. */
+int esb_runtime_reload(struct esb_runtime *rt, struct esb_config *cfg,
+                       struct esb_err *err) ESB_WUR;
+/* Stop inbound endpoints, let workers finish their current entries, close
+ * the bus. Everything not finished stays durably queued. NULL-safe. */
+void esb_runtime_stop(struct esb_runtime *rt);
+
+/* For inbound connectors: make m durable on the input queue of the route
+ * that consumes endpoint ep (for http-in: at path). Returns 0 once durable;
+ * ESB_ENOTFOUND if no route takes it; ESB_EFULL under back-pressure
+ * (answer 503/stop picking up); ESB_EFAILED/ESB_ECLOSED when stopping. */
+int esb_runtime_accept(struct esb_runtime *rt, const struct esb_endpoint *ep, const char *path,
+                       const struct esb_msg *m, struct esb_err *err) ESB_WUR;
+/* True if some route of the current generation takes ep at path. */
+int esb_runtime_has_route(struct esb_runtime *rt, const struct esb_endpoint *ep,
+                          const char *path);
+
+struct esb_bus *esb_runtime_bus(struct esb_runtime *rt);
+
+#endif
