@@ -20,6 +20,16 @@
 #ifndef ESB_CONFIG_H
 #define ESB_CONFIG_H
 
+/* The name clashes with autoconf's config.h: a file in esb-core/ that writes
+ * #include "config.h" gets this header (its own directory is searched
+ * first), so bring in autoconf's here, before any system header. <config.h>
+ * finds it through DEFAULT_INCLUDES (-I. of the build directory), which
+ * automake puts ahead of -I$(top_srcdir)/esb-core. Files elsewhere include
+ * autoconf's "config.h" and then "../esb-core/config.h" for this API. */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+
 #include <stddef.h>
 #include <stdint.h>
 
