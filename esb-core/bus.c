@@ -217,6 +217,26 @@ void esb_txn_dead(struct esb_txn *t, const struct esb_entry *e, const char *dlq,
     txn_resolve(t, e, ESB_REC_DEAD, &p);
 }
 
+void esb_txn_mark(struct esb_txn *t, const char *key, uint64_t expires_ms)
+{
+    struct esb_buf p;
+    esb_buf_init(&p, SIZE_MAX);
+    esb__mark_payload(&p, key, expires_ms);
+    struct iovec iov = {.iov_base = p.data, .iov_len = p.len};
+    esb__rec_put(&t->buf, ESB_REC_DEDUP, 0, &iov, 1);
+    esb_buf_free(&p);
+    t->has_mark = 1;
+}
+
+int esb_bus_marked(struct esb_bus *bus, const char *key)
+{
+    pthread_mutex_lock(&bus->lock);
+    struct mark *m = esb__mark_find(bus, key);
+    int marked = m && m->expires > esb_now_ms();
+    pthread_mutex_unlock(&bus->lock);
+    return marked;
+}
+
 /* Give each append record its seq and finish its header (CRC). */
 static void txn_seal(struct esb_bus *bus, struct esb_txn *t)
 {
@@ -325,7 +345,7 @@ void esb__pending_push(struct esb_bus *bus, struct esb_txn *t, int at_head)
 
 int esb_bus_commit(struct esb_bus *bus, struct esb_txn *t, struct esb_err *err)
 {
-    if (t->nops == 0) return 0;
+    if (t->nops == 0 && !t->has_mark) return 0;
     pthread_mutex_lock(&bus->lock);
     int rc;
     if (bus->failed) {
@@ -614,6 +634,7 @@ static void bus_free(struct esb_bus *bus)
     esb_wal_close(bus->wal);
     esb__strmap_free(&bus->queues, free_queue);
     esb__strmap_free(&bus->topics, free_topic);
+    esb__marks_free(bus);
     free(bus->segs);
     pthread_mutex_destroy(&bus->lock);
     pthread_cond_destroy(&bus->writer_cv);
@@ -697,6 +718,7 @@ void esb_bus_get_stats(struct esb_bus *bus, struct esb_bus_stats *out)
 {
     pthread_mutex_lock(&bus->lock);
     *out = bus->stats;
+    out->marks = bus->nmarks;
     pthread_mutex_unlock(&bus->lock);
 }
 

@@ -67,6 +67,7 @@ struct esb_bus_stats {
     uint64_t refused_full; /* appends refused by a limit */
     uint64_t segments_deleted;
     uint64_t entries_relocated; /* copied forward by compaction */
+    uint64_t marks;             /* idempotency marks held now */
     /* from recovery */
     uint64_t recovered_records, recovered_entries, recovered_corrupt, recovered_truncated_bytes;
 };
@@ -115,6 +116,12 @@ struct esb_entry {
     void *internal__;
 };
 
+/* Idempotency marks (DEDUP records): remember key until expires_ms (wall
+ * ms), durably, in the same batch as the rest of t; expires_ms 0 forgets
+ * it. Marks survive restarts and compaction until they expire. Keys are at
+ * most 1024 bytes. */
+void esb_txn_mark(struct esb_txn *t, const char *key, uint64_t expires_ms);
+
 /* The entry is done. */
 void esb_txn_ack(struct esb_txn *t, const struct esb_entry *e);
 /* Deliver the entry again (attempt + 1) not before not_before_ms (wall ms). */
@@ -136,6 +143,9 @@ int esb_bus_append(struct esb_bus *bus, const char *queue, const struct esb_msg 
 int esb_bus_publish(struct esb_bus *bus, const char *topic, const struct esb_msg *m,
                     struct esb_err *err) ESB_WUR;
 int esb_bus_ack(struct esb_bus *bus, const struct esb_entry *e, struct esb_err *err) ESB_WUR;
+
+/* 1 if key is marked (committed) and not expired, else 0. */
+int esb_bus_marked(struct esb_bus *bus, const char *key);
 
 /* ---- consuming ---- */
 

@@ -57,6 +57,17 @@ struct topic {
     size_t nsubs;
 };
 
+/* An idempotency mark (DEDUP record). Chained: the map key is a hash. */
+struct mark {
+    char *key;
+    uint64_t expires;
+    struct esb_wal_pos pos;
+    uint32_t rec_len;
+    struct mark *next;
+};
+
+#define ESB__MAX_MARK_KEY 1024
+
 struct seglive {
     uint64_t entries, bytes;
 };
@@ -78,6 +89,7 @@ struct esb_txn {
     struct txn_op *ops;
     size_t nops, cap;
     int has_append;
+    int has_mark;
     int detached; /* written by the bus itself (compaction); freed after apply */
     /* commit state, under bus->lock */
     struct esb_txn *next;
@@ -108,6 +120,8 @@ struct esb_bus {
 
     struct esb__strmap queues; /* name -> struct queue* */
     struct esb__strmap topics; /* name -> struct topic* */
+    struct esb__u64map marks;  /* hash(key) -> struct mark* chain */
+    uint64_t nmarks;
 
     struct seglive *segs; /* indexed by segment no - seg_base */
     uint32_t seg_base;
@@ -137,6 +151,13 @@ struct seglive *esb__seglive(struct esb_bus *bus, uint32_t seg);
 /* Apply one record (at runtime after it is durable, or during recovery). */
 int esb__apply(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t type, uint8_t flags,
                const uint8_t *p, uint32_t len);
+/* Marks (bus_index.c). */
+struct mark *esb__mark_find(struct esb_bus *bus, const char *key);
+/* Drop expired marks; returns how many. */
+size_t esb__marks_sweep(struct esb_bus *bus, uint64_t now_ms);
+void esb__marks_free(struct esb_bus *bus);
+/* Encode a DEDUP record payload. */
+void esb__mark_payload(struct esb_buf *b, const char *key, uint64_t expires);
 /* After recovery: put every entry in its heap. */
 void esb__index_finish_recovery(struct esb_bus *bus);
 

@@ -124,6 +124,18 @@ static void compact_oldest(struct esb_bus *bus)
         bus->stats.entries_relocated += j - i;
         i = j;
     }
+    /* Unexpired marks in the segment move forward too. */
+    uint64_t h;
+    void *mv;
+    for (size_t i = 0; (i = esb__u64map_next(&bus->marks, i, &h, &mv)) != 0;) {
+        for (struct mark *m = mv; m; m = m->next) {
+            if (m->pos.seg != oldest) continue;
+            p.len = 0;
+            esb__mark_payload(&p, m->key, m->expires);
+            struct iovec iov = {p.data, p.len};
+            esb__rec_put(&t->buf, ESB_REC_DEDUP, 0, &iov, 1);
+        }
+    }
     esb_buf_free(&rec);
     esb_buf_free(&p);
     free(v);
@@ -138,6 +150,7 @@ static void compact_oldest(struct esb_bus *bus)
 void esb__maintain_locked(struct esb_bus *bus)
 {
     bus->free_bytes = esb_wal_free_bytes(bus->wal);
+    esb__marks_sweep(bus, esb_now_ms());
     delete_resolved(bus);
     if (!bus->failed) compact_oldest(bus);
 }

@@ -237,6 +237,48 @@ static void test_compaction(void)
     esb_bus_close(bus);
 }
 
+static void test_marks(void)
+{
+    struct esb_bus_opts o = {.segment_size = 4096, .compact_interval_ms = 20};
+    struct esb_bus *bus = open_bus(&o);
+    struct esb_err err;
+    struct esb_txn *t = esb_txn_new();
+    esb_txn_mark(t, "file-in:x:claim-1", esb_now_ms() + 3600000);
+    esb_txn_mark(t, "short-lived", esb_now_ms() + 100);
+    esb_txn_mark(t, "forgotten", esb_now_ms() + 3600000);
+    ok(esb_bus_commit(bus, t, &err) == 0, "commit three marks");
+    esb_txn_free(t);
+    ok(esb_bus_marked(bus, "file-in:x:claim-1") && esb_bus_marked(bus, "forgotten") &&
+           !esb_bus_marked(bus, "never"),
+       "marked keys are seen, others not");
+    t = esb_txn_new();
+    esb_txn_mark(t, "forgotten", 0);
+    ok(esb_bus_commit(bus, t, &err) == 0 && !esb_bus_marked(bus, "forgotten"),
+       "expires 0 forgets a mark");
+    esb_txn_free(t);
+    /* churn so the segment holding the marks gets compacted away */
+    for (int i = 0; i < 100; i++) {
+        if (append(bus, "churn",
+                   "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx") != 0)
+            break;
+        struct esb_entry *e;
+        if (esb_bus_consume(bus, "churn", 0, &e) != 0) break;
+        if (esb_bus_ack(bus, e, &err) != 0) break;
+        esb_entry_free(e);
+    }
+    usleep(300000);
+    struct esb_bus_stats st;
+    esb_bus_get_stats(bus, &st);
+    ok(st.segments_deleted > 0 && st.marks == 1, "segments deleted (%llu), 1 mark left (%llu)",
+       (unsigned long long)st.segments_deleted, (unsigned long long)st.marks);
+    esb_bus_close(bus);
+    bus = open_bus(&o);
+    ok(esb_bus_marked(bus, "file-in:x:claim-1"), "mark survives compaction and restart");
+    ok(!esb_bus_marked(bus, "short-lived") && !esb_bus_marked(bus, "forgotten"),
+       "expired and forgotten marks stay gone after restart");
+    esb_bus_close(bus);
+}
+
 int main(void)
 {
     esb_log_set_level(ESB_LOG_WARN);
@@ -252,6 +294,8 @@ int main(void)
     test_limits();
     if (system(cmd) != 0) bail("rm");
     test_compaction();
+    if (system(cmd) != 0) bail("rm");
+    test_marks();
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     if (system(cmd) != 0) bail("rm");
     return tap_done();
