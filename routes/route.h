@@ -75,6 +75,24 @@ const char *esb_route_dlq(const struct esb_route *r);
 size_t esb_route_targets(const struct esb_route *r, const char *const **uris,
                          const int **lines);
 
+/* Retry policy of deliveries for this route (<retry .../>; defaults when
+ * absent): delay of attempt n (n >= 1) is
+ * min(initial_delay_ms * multiplier^(n-1), max_delay_ms), spread by +-jitter
+ * (a fraction, 0..1); after max_attempts attempts the message is dead-lettered. */
+struct esb_retry_policy {
+    uint32_t max_attempts;     /* default 5 */
+    uint64_t initial_delay_ms; /* default 1000 */
+    double multiplier;         /* default 2.0 */
+    uint64_t max_delay_ms;     /* default 300000 (5m) */
+    double jitter;             /* default 0.2 */
+};
+const struct esb_retry_policy *esb_route_retry(const struct esb_route *r);
+
+/* Print the markdown reference of <route>, its steps, predicates, templates,
+ * <retry> and <dead-letter> (attribute tables and prose) through emit;
+ * esb_config_doc calls it. */
+void esb_route_doc(void (*emit)(void *ctx, const char *text), void *ctx);
+
 /* ---- execution ---- */
 
 struct esb_route_output {
