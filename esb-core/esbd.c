@@ -1,59 +1,53 @@
-/* esbd.c - the esb daemon: opens the durable bus and runs in the foreground
- * until SIGTERM or SIGINT.
- *
- * For now (config loading arrives in a later issue) the CONFIG argument is
- * only checked to be readable; the bus options come from the command line.
+/* esbd.c - the esb daemon: loads the XML config, opens the durable bus,
+ * runs routes and connectors in the foreground until SIGTERM or SIGINT.
  *
  * Signals: SIGTERM, SIGINT and SIGHUP are blocked in the main thread before
- * the bus is opened, so every thread the bus starts inherits the mask and
- * the main thread alone takes them with sigwait(3).
+ * any other thread exists, so every thread inherits the mask and the main
+ * thread alone takes them with sigwait(3). SIGHUP reloads the config file:
+ * if the new file has errors they are logged (file:line) and the running
+ * config stays; otherwise the new routes take over without losing anything.
  *
  * Exit codes: 0 clean stop (also --help, --version, a passing --check),
- * 1 start-up failure (unreadable config, bus directory or bus open failed),
+ * 1 start-up failure (config errors, bus open failed, a port in use),
  * 2 bad arguments, 70 fatal bus error while running (e.g. fdatasync failed). */
 #include "config.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/types.h>
 #include <unistd.h>
 
 #include "bus.h"
+#include "config.h"
 #include "log.h"
+#include "runtime.h"
 #include "util.h"
 
-#define ESBD_DEFAULT_DATA "var/bus"
-#define ESBD_EXIT_START   1
-#define ESBD_EXIT_USAGE   2
-#define ESBD_EXIT_FATAL   70 /* EX_SOFTWARE */
+#define ESBD_EXIT_START 1
+#define ESBD_EXIT_USAGE 2
+#define ESBD_EXIT_FATAL 70 /* EX_SOFTWARE */
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: esbd [OPTIONS] [CONFIG]\n"
-                 "Run the esb daemon in the foreground until SIGTERM or SIGINT.\n"
+    fprintf(out, "Usage: esbd [OPTIONS] CONFIG\n"
+                 "Run the esb daemon in the foreground on the XML config CONFIG until\n"
+                 "SIGTERM or SIGINT. SIGHUP reloads CONFIG.\n"
                  "\n"
                  "Options:\n"
-                 "  --data DIR         bus directory (default: " ESBD_DEFAULT_DATA
-                 ", created with parents if missing)\n"
-                 "  --fsync POLICY     always (default), never, or interval:N (N ms, 1..60000)\n"
-                 "  --log-level LEVEL  debug, info (default), warn, error or off\n"
-                 "  --check            check CONFIG and exit (for now: only that it is readable)\n"
+                 "  --data DIR         bus directory (overrides <bus dir>)\n"
+                 "  --fsync POLICY     always, never, or interval:N (overrides <bus fsync>)\n"
+                 "  --log-level LEVEL  debug, info, warn, error or off (overrides <log level>)\n"
+                 "  --check            check CONFIG, print its errors (file:line) and exit\n"
                  "  --help             print this help and exit\n"
                  "  --version          print the version and exit\n"
                  "\n"
-                 "CONFIG is the XML configuration file. Config loading is not implemented\n"
-                 "yet: CONFIG is only checked to be readable, and the bus options come from\n"
-                 "the options above.\n"
-                 "\n"
-                 "Exit status: 0 stopped cleanly, 1 could not start, 2 bad arguments,\n"
-                 "70 fatal bus error while running.\n");
+                 "Exit status: 0 stopped cleanly (or CONFIG is valid with --check), 1 could\n"
+                 "not start (config errors, bus or endpoint failed), 2 bad arguments, 70 fatal\n"
+                 "bus error while running.\n");
 }
 
 static _Noreturn void usage_error(const char *what, const char *arg)
@@ -61,54 +55,6 @@ static _Noreturn void usage_error(const char *what, const char *arg)
     fprintf(stderr, "esbd: %s%s%s\nTry 'esbd --help' for more information.\n", what,
             arg ? ": " : "", arg ? arg : "");
     exit(ESBD_EXIT_USAGE);
-}
-
-/* Create dir and its missing parents (mkdir -p). Returns 0 or -errno. */
-static int mkdir_p(const char *dir)
-{
-    char *path = esb_strdup(dir);
-    size_t len = strlen(path);
-    int rc = 0;
-    while (len > 1 && path[len - 1] == '/') path[--len] = '\0';
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(path, 0755) < 0 && errno != EEXIST) {
-            rc = -errno;
-            goto out;
-        }
-        *p = '/';
-    }
-    if (mkdir(path, 0750) < 0 && errno != EEXIST) {
-        rc = -errno;
-        goto out;
-    }
-    struct stat st;
-    if (stat(path, &st) < 0)
-        rc = -errno;
-    else if (!S_ISDIR(st.st_mode))
-        rc = -ENOTDIR;
-out:
-    free(path);
-    return rc;
-}
-
-/* Check that the config file exists, is a regular file and can be read.
- * Returns 0, or -errno (-EISDIR / -EINVAL for a directory / special file). */
-static int config_readable(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) return -errno;
-    struct stat st;
-    int rc = 0;
-    if (fstat(fd, &st) < 0)
-        rc = -errno;
-    else if (S_ISDIR(st.st_mode))
-        rc = -EISDIR;
-    else if (!S_ISREG(st.st_mode))
-        rc = -EINVAL;
-    close(fd);
-    return rc;
 }
 
 static void on_fatal(void *ctx, const char *why)
@@ -132,6 +78,34 @@ static const char *signame(int sig)
     }
 }
 
+/* Load path, printing every diagnostic. NULL on errors. */
+static struct esb_config *load(const char *path, const char *what)
+{
+    struct esb_config *cfg = NULL;
+    struct esb_diags d = {0};
+    if (esb_config_load(path, &cfg, &d) != 0) {
+        for (size_t i = 0; i < d.n; i++) esb_error("%s: %s", what, d.msgs[i]);
+        esb_error("%s: %s has %zu error%s; %s", what, path, d.n, d.n == 1 ? "" : "s",
+                  strcmp(what, "reload") == 0 ? "the running config stays in force"
+                                              : "not started");
+    }
+    esb_diags_free(&d);
+    return cfg;
+}
+
+/* Apply command-line overrides to a freshly loaded (unshared) config. */
+static void override(struct esb_config *cfg, const char *data, int fsync, unsigned fsync_ms)
+{
+    if (data) {
+        free(cfg->bus.dir);
+        cfg->bus.dir = esb_strdup(data);
+    }
+    if (fsync >= 0) {
+        cfg->bus.fsync = fsync;
+        cfg->bus.fsync_interval_ms = fsync_ms;
+    }
+}
+
 int main(int argc, char **argv)
 {
     enum { OPT_DATA = 256, OPT_FSYNC, OPT_LOG_LEVEL, OPT_CHECK, OPT_HELP, OPT_VERSION };
@@ -144,11 +118,10 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
     };
-    const char *data = ESBD_DEFAULT_DATA;
-    const char *config = NULL;
+    const char *data = NULL, *fsync_arg = NULL, *config = NULL;
     enum esb_fsync_policy fsync = ESB_FSYNC_ALWAYS;
     unsigned fsync_ms = 0;
-    int check = 0;
+    int check = 0, level = -1;
     int c;
 
     opterr = 0;
@@ -162,14 +135,13 @@ int main(int argc, char **argv)
             if (esb_fsync_parse(optarg, &fsync, &fsync_ms) != 0)
                 usage_error("bad --fsync (want always, never or interval:N, N in ms 1..60000)",
                             optarg);
+            fsync_arg = optarg;
             break;
-        case OPT_LOG_LEVEL: {
-            int level = esb_log_parse_level(optarg);
+        case OPT_LOG_LEVEL:
+            level = esb_log_parse_level(optarg);
             if (level < 0)
                 usage_error("bad --log-level (want debug, info, warn, error or off)", optarg);
-            esb_log_set_level((enum esb_log_level)level);
             break;
-        }
         case OPT_CHECK:
             check = 1;
             break;
@@ -188,19 +160,21 @@ int main(int argc, char **argv)
     }
     if (optind < argc) config = argv[optind++];
     if (optind < argc) usage_error("too many arguments", argv[optind]);
+    if (!config) usage_error("a CONFIG file is required", NULL);
+    if (level >= 0) esb_log_set_level((enum esb_log_level)level);
 
-    if (config) {
-        int rc = config_readable(config);
-        if (rc < 0) {
-            fprintf(stderr, "esbd: cannot read config %s: %s\n", config, esb_strerror(rc));
-            return ESBD_EXIT_START;
-        }
-    }
+    struct esb_config *cfg = load(config, check ? "check" : "start");
+    if (!cfg) return ESBD_EXIT_START;
     if (check) {
-        if (!config) usage_error("--check needs a CONFIG file", NULL);
-        printf("%s: readable (config validation is not implemented yet)\n", config);
+        printf("%s: OK (%zu routes, %zu endpoints)\n", config, cfg->nroutes, cfg->nendpoints);
+        esb_config_unref(cfg);
         return 0;
     }
+    if (level < 0 && cfg->log_level) {
+        int l = esb_log_parse_level(cfg->log_level);
+        if (l >= 0) esb_log_set_level((enum esb_log_level)l);
+    }
+    override(cfg, data, fsync_arg ? (int)fsync : -1, fsync_ms);
 
     /* Block the signals we wait for before any thread exists. */
     sigset_t sigs;
@@ -211,46 +185,25 @@ int main(int argc, char **argv)
     int rc = pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     if (rc != 0) {
         esb_error("esbd cannot block signals: %s", strerror(rc));
+        esb_config_unref(cfg);
         return ESBD_EXIT_START;
     }
 
-    if (config)
-        esb_info("esbd config=%s is not loaded: config loading is not implemented yet, "
-                 "bus options come from the command line",
-                 config);
-
-    rc = mkdir_p(data);
-    if (rc < 0) {
-        esb_error("esbd cannot create bus directory dir=%s: %s", data, esb_strerror(rc));
-        return ESBD_EXIT_START;
-    }
-
-    struct esb_bus_opts opts = {
-        .dir = data,
-        .fsync = fsync,
-        .fsync_interval_ms = fsync_ms,
-        .on_fatal = on_fatal,
-    };
-    struct esb_bus *bus = NULL;
+    struct esb_runtime *rt = NULL;
     struct esb_err err = {0};
-    rc = esb_bus_open(&opts, &bus, &err);
+    rc = esb_runtime_start(cfg, on_fatal, NULL, &rt, &err);
     if (rc < 0) {
-        esb_error("esbd cannot open bus dir=%s: %s", data, err.msg[0] ? err.msg : esb_strerror(rc));
+        esb_error("esbd cannot start: %s", err.msg[0] ? err.msg : esb_strerror(rc));
+        esb_config_unref(cfg);
         return ESBD_EXIT_START;
     }
-
-    char fsync_str[32] = "always";
-    if (fsync == ESB_FSYNC_NEVER)
-        snprintf(fsync_str, sizeof(fsync_str), "never");
-    else if (fsync == ESB_FSYNC_INTERVAL)
-        snprintf(fsync_str, sizeof(fsync_str), "interval:%u", fsync_ms);
-
     struct esb_bus_stats st;
-    esb_bus_get_stats(bus, &st);
-    esb_info("esbd ready bus=%s records=%" PRIu64 " entries=%" PRIu64 " corrupt=%" PRIu64
-             " truncated_bytes=%" PRIu64 " fsync=%s pid=%ld",
-             data, st.recovered_records, st.recovered_entries, st.recovered_corrupt,
-             st.recovered_truncated_bytes, fsync_str, (long)getpid());
+    esb_bus_get_stats(esb_runtime_bus(rt), &st);
+    esb_info("esbd ready config=%s bus=%s routes=%zu records=%" PRIu64 " entries=%" PRIu64
+             " corrupt=%" PRIu64 " truncated_bytes=%" PRIu64 " pid=%ld",
+             config, cfg->bus.dir, cfg->nroutes, st.recovered_records, st.recovered_entries,
+             st.recovered_corrupt, st.recovered_truncated_bytes, (long)getpid());
+    esb_config_unref(cfg);
 
     for (;;) {
         int sig;
@@ -260,14 +213,19 @@ int main(int argc, char **argv)
             break;
         }
         if (sig == SIGHUP) {
-            esb_warn("esbd signal=SIGHUP reload not yet supported");
+            esb_info("esbd signal=SIGHUP reloading config=%s", config);
+            struct esb_config *next = load(config, "reload");
+            if (!next) continue;
+            override(next, data, fsync_arg ? (int)fsync : -1, fsync_ms);
+            if (esb_runtime_reload(rt, next, &err) < 0)
+                esb_error("reload: %s; the running config stays in force", err.msg);
+            esb_config_unref(next);
             continue;
         }
         esb_info("esbd stopping signal=%s", signame(sig));
         break;
     }
-
-    esb_bus_close(bus);
+    esb_runtime_stop(rt);
     esb_info("esbd stopped");
     return rc == 0 ? 0 : ESBD_EXIT_START;
 }

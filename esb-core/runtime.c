@@ -1,1 +1,494 @@
-/* placeholder: being written */
+/* runtime.c - the running gateway: config generations, the worker pool,
+ * inbound endpoint lifecycles and delivery with retry/dead-letter. See
+ * runtime.h for the contract. */
+#include "config.h"
+
+#include "runtime.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "../connectors/connector.h"
+#include "../routes/route.h"
+#include "bus.h"
+#include "config.h"
+#include "log.h"
+#include "msg.h"
+
+#define POLL_MS         100 /* workers re-check the generation this often */
+#define BACKPRESSURE_MS 100 /* pause after a downstream queue refused */
+
+/* What a worker does with entries of one bus queue. */
+struct handler {
+    const char *queue;             /* borrowed from the route or owned (deliver:) */
+    const struct esb_route *route; /* run this route, or */
+    struct esb_endpoint *ep;       /* deliver to this outbound endpoint */
+    char *owned;
+};
+
+/* One config generation: immutable once published. */
+struct generation {
+    _Atomic unsigned refs;
+    struct esb_config *cfg;
+    struct handler *handlers;
+    size_t nhandlers;
+    const char **queues; /* the queues workers consume: handlers[i].queue */
+};
+
+/* An inbound endpoint that is running, and the config that owns it. */
+struct running {
+    struct esb_endpoint *ep;
+    struct esb_config *owner;
+};
+
+struct esb_runtime {
+    struct esb_bus *bus;
+    pthread_mutex_t lock; /* gen, running */
+    struct generation *gen;
+    _Atomic unsigned version;
+    struct running *running;
+    size_t nrunning;
+    pthread_t *workers;
+    size_t nworkers;
+    _Atomic int stopping;
+};
+
+static const struct esb_retry_policy default_retry = {
+    .max_attempts = 5,
+    .initial_delay_ms = 1000,
+    .multiplier = 2.0,
+    .max_delay_ms = 300000,
+    .jitter = 0.2,
+};
+
+/* ---- generations ---- */
+
+static void gen_unref(struct generation *g)
+{
+    if (!g || atomic_fetch_sub(&g->refs, 1) != 1) return;
+    for (size_t i = 0; i < g->nhandlers; i++) free(g->handlers[i].owned);
+    free(g->handlers);
+    free(g->queues);
+    esb_config_unref(g->cfg);
+    free(g);
+}
+
+static struct generation *gen_get(struct esb_runtime *rt)
+{
+    pthread_mutex_lock(&rt->lock);
+    struct generation *g = rt->gen;
+    atomic_fetch_add(&g->refs, 1);
+    pthread_mutex_unlock(&rt->lock);
+    return g;
+}
+
+static void add_handler(struct generation *g, const char *queue, const struct esb_route *r,
+                        struct esb_endpoint *ep, char *owned)
+{
+    for (size_t i = 0; i < g->nhandlers; i++) {
+        if (strcmp(g->handlers[i].queue, queue) == 0) {
+            free(owned);
+            return; /* the config check rejects two routes on one queue */
+        }
+    }
+    g->handlers = esb_realloc(g->handlers, (g->nhandlers + 1) * sizeof(*g->handlers));
+    g->handlers[g->nhandlers++] = (struct handler){queue, r, ep, owned};
+}
+
+static struct generation *gen_build(struct esb_config *cfg)
+{
+    struct generation *g = esb_calloc(1, sizeof(*g));
+    atomic_store(&g->refs, 1);
+    g->cfg = esb_config_ref(cfg);
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        add_handler(g, esb_route_input(cfg->routes[i]), cfg->routes[i], NULL, NULL);
+    for (size_t i = 0; i < cfg->nendpoints; i++) {
+        struct esb_endpoint *ep = cfg->endpoints[i];
+        if (!(ep->ops->dir & ESB_OUTBOUND)) continue;
+        size_t n = strlen(ep->id) + sizeof("deliver:");
+        char *q = esb_malloc(n);
+        snprintf(q, n, "deliver:%s", ep->id);
+        add_handler(g, q, NULL, ep, q);
+    }
+    g->queues = esb_calloc(g->nhandlers ? g->nhandlers : 1, sizeof(*g->queues));
+    for (size_t i = 0; i < g->nhandlers; i++) g->queues[i] = g->handlers[i].queue;
+    return g;
+}
+
+static const struct handler *gen_handler(const struct generation *g, const char *queue)
+{
+    for (size_t i = 0; i < g->nhandlers; i++)
+        if (strcmp(g->handlers[i].queue, queue) == 0) return &g->handlers[i];
+    return NULL;
+}
+
+/* Subscribe the topic routes of g (and unsubscribe those of old not in g). */
+static void gen_subscribe(struct esb_bus *bus, const struct generation *g,
+                          const struct generation *old)
+{
+    for (size_t i = 0; i < g->cfg->nroutes; i++) {
+        const struct esb_route_source *src = esb_route_source(g->cfg->routes[i]);
+        if (src->kind != ESB_URI_TOPIC) continue;
+        char topic[300];
+        snprintf(topic, sizeof(topic), "topic:%s", src->name);
+        esb_bus_subscribe(bus, topic, esb_route_input(g->cfg->routes[i]));
+    }
+    if (!old) return;
+    for (size_t i = 0; i < old->cfg->nroutes; i++) {
+        const struct esb_route_source *src = esb_route_source(old->cfg->routes[i]);
+        if (src->kind != ESB_URI_TOPIC) continue;
+        const char *q = esb_route_input(old->cfg->routes[i]);
+        if (gen_handler(g, q)) continue;
+        char topic[300];
+        snprintf(topic, sizeof(topic), "topic:%s", src->name);
+        esb_bus_unsubscribe(bus, topic, q);
+    }
+}
+
+/* ---- workers ---- */
+
+static uint64_t backoff_ms(const struct esb_retry_policy *p, uint32_t attempt)
+{
+    double d = (double)p->initial_delay_ms * pow(p->multiplier, (double)attempt);
+    if (d > (double)p->max_delay_ms) d = (double)p->max_delay_ms;
+    if (p->jitter > 0) {
+        double r = (double)rand() / (double)RAND_MAX; /* spread, not security */
+        d *= 1.0 + p->jitter * (2.0 * r - 1.0);
+    }
+    return d < 1 ? 1 : (uint64_t)d;
+}
+
+static const char *dlq_for(const struct generation *g, const struct esb_msg *m,
+                           const struct esb_route **route_out)
+{
+    const char *rid = esb_msg_header(m, "esb-route");
+    const struct esb_route *r = rid ? esb_config_route(g->cfg, rid) : NULL;
+    *route_out = r;
+    if (r) return esb_route_dlq(r);
+    return "dlq.unrouted";
+}
+
+/* Commit t; on back-pressure or failure release the entry for later. */
+static void commit_or_release(struct esb_runtime *rt, struct esb_txn *t, struct esb_entry *e)
+{
+    struct esb_err err = {0};
+    int rc = esb_bus_commit(rt->bus, t, &err);
+    if (rc == ESB_EFULL) {
+        esb_warn("back-pressure queue=%s seq=%llu: %s; will retry", e->queue,
+                 (unsigned long long)e->seq, err.msg);
+        usleep(BACKPRESSURE_MS * 1000);
+    } else if (rc < 0 && rc != ESB_ECLOSED) {
+        esb_error("commit failed queue=%s seq=%llu: %s", e->queue, (unsigned long long)e->seq,
+                  err.msg);
+    }
+    esb_txn_free(t);
+}
+
+static void run_route(struct esb_runtime *rt, const struct handler *h,
+                      struct esb_route_scratch *scratch, struct esb_entry *e)
+{
+    struct esb_route_result res = {0};
+    esb_route_run(h->route, scratch, e->msg, &res);
+    struct esb_txn *t = esb_txn_new();
+    if (res.error) {
+        esb_warn("[route:%s] routing error id=%s: %s; dead-lettered to %s", esb_route_id(h->route),
+                 e->msg->id_text, res.reason, esb_route_dlq(h->route));
+        esb_txn_dead(t, e, esb_route_dlq(h->route), res.reason);
+    } else {
+        for (size_t i = 0; i < res.nout; i++) {
+            struct esb_route_output *o = &res.out[i];
+            if (o->kind == ESB_URI_TOPIC) {
+                esb_txn_publish(t, rt->bus, o->bus_name, o->msg);
+            } else if (o->kind == ESB_URI_ENDPOINT) {
+                struct esb_msg *c = esb_msg_clone(o->msg);
+                esb_msg_set_header(c, "esb-route", esb_route_id(h->route));
+                esb_txn_append(t, &o->bus_name, 1, c);
+                esb_msg_unref(c);
+            } else {
+                esb_txn_append(t, &o->bus_name, 1, o->msg);
+            }
+        }
+        if (res.dropped)
+            esb_debug("[route:%s] filtered id=%s", esb_route_id(h->route), e->msg->id_text);
+        esb_txn_ack(t, e);
+    }
+    esb_route_result_clear(&res);
+    commit_or_release(rt, t, e);
+}
+
+static void run_delivery(struct esb_runtime *rt, const struct generation *g,
+                         const struct handler *h, struct esb_entry *e)
+{
+    struct esb_err err = {0};
+    enum esb_outcome out = h->ep->ops->deliver(h->ep, e->msg, &err);
+    struct esb_txn *t = esb_txn_new();
+    const struct esb_route *r;
+    const char *dlq = dlq_for(g, e->msg, &r);
+    const struct esb_retry_policy *p = r ? esb_route_retry(r) : &default_retry;
+    char reason[600];
+    if (out == ESB_DONE) {
+        esb_txn_ack(t, e);
+    } else if (out == ESB_RETRY && e->attempt + 1 < p->max_attempts) {
+        uint64_t delay = backoff_ms(p, e->attempt);
+        esb_info("[endpoint:%s] delivery failed id=%s attempt=%u: %s; retry in %llums", h->ep->id,
+                 e->msg->id_text, e->attempt + 1, err.msg, (unsigned long long)delay);
+        esb_txn_retry(t, e, esb_now_ms() + delay);
+    } else {
+        snprintf(reason, sizeof(reason), "%s to %s after %u attempt%s: %s",
+                 out == ESB_REJECT ? "rejected" : "delivery failed", h->ep->id, e->attempt + 1,
+                 e->attempt ? "s" : "", err.msg);
+        esb_warn("[endpoint:%s] dead-lettered id=%s to %s: %s", h->ep->id, e->msg->id_text, dlq,
+                 reason);
+        esb_txn_dead(t, e, dlq, reason);
+    }
+    commit_or_release(rt, t, e);
+}
+
+static void *worker_main(void *arg)
+{
+    struct esb_runtime *rt = arg;
+    struct generation *g = NULL;
+    struct esb_route_scratch *scratch = NULL;
+    unsigned seen = ~0u;
+    while (!atomic_load(&rt->stopping)) {
+        if (atomic_load(&rt->version) != seen) {
+            gen_unref(g);
+            esb_route_scratch_free(scratch);
+            seen = atomic_load(&rt->version);
+            g = gen_get(rt);
+            scratch = esb_route_scratch_new();
+        }
+        struct esb_entry *e = NULL;
+        int rc = esb_bus_consume_any(rt->bus, g->queues, g->nhandlers, POLL_MS, &e);
+        if (rc == ESB_ETIMEDOUT || rc == ESB_ECORRUPT) continue;
+        if (rc < 0) break; /* closed or failed */
+        const struct handler *h = gen_handler(g, e->queue);
+        if (!h)
+            ; /* the queue left the config while we waited: leave it queued */
+        else if (h->route)
+            run_route(rt, h, scratch, e);
+        else
+            run_delivery(rt, g, h, e);
+        esb_entry_free(e);
+    }
+    esb_route_scratch_free(scratch);
+    gen_unref(g);
+    return NULL;
+}
+
+/* ---- inbound endpoints ---- */
+
+static void stop_running(struct running *r)
+{
+    if (r->ep->ops->stop) r->ep->ops->stop(r->ep);
+    esb_config_unref(r->owner);
+}
+
+/* Switch the set of running inbound endpoints to those of cfg: keep those
+ * that are the same, stop the others, start the new ones. On failure the
+ * old set is restored and an error returned. Lock held by the caller. */
+static int switch_endpoints(struct esb_runtime *rt, struct esb_config *cfg, struct esb_err *err)
+{
+    size_t cap = cfg->nendpoints, n = 0;
+    struct running *next = esb_calloc(cap ? cap : 1, sizeof(*next));
+    int *kept = esb_calloc(rt->nrunning ? rt->nrunning : 1, sizeof(int));
+    int rc = 0;
+    for (size_t i = 0; i < cfg->nendpoints; i++) {
+        struct esb_endpoint *ep = cfg->endpoints[i];
+        if (!(ep->ops->dir & ESB_INBOUND)) continue;
+        for (size_t j = 0; j < rt->nrunning; j++) {
+            struct esb_endpoint *old = rt->running[j].ep;
+            if (!kept[j] && old->ops == ep->ops && strcmp(old->id, ep->id) == 0 && ep->ops->same &&
+                ep->ops->same(old, ep)) {
+                kept[j] = 1;
+                next[n++] = rt->running[j];
+                goto next_ep;
+            }
+        }
+        next[n++] = (struct running){ep, NULL}; /* to start */
+    next_ep:;
+    }
+    for (size_t j = 0; j < rt->nrunning; j++)
+        if (!kept[j] && rt->running[j].ep->ops->stop)
+            rt->running[j].ep->ops->stop(rt->running[j].ep);
+    for (size_t i = 0; i < n; i++) {
+        if (next[i].owner) continue;
+        rc = next[i].ep->ops->start(next[i].ep, rt, err);
+        if (rc < 0) {
+            esb_error("endpoint %s (%s:%d) failed to start: %s", next[i].ep->id, next[i].ep->file,
+                      next[i].ep->line, err->msg);
+            for (size_t k = 0; k < i; k++)
+                if (!next[k].owner && next[k].ep->ops->stop) next[k].ep->ops->stop(next[k].ep);
+            for (size_t j = 0; j < rt->nrunning; j++) {
+                if (kept[j]) continue;
+                struct esb_err e2;
+                if (rt->running[j].ep->ops->start(rt->running[j].ep, rt, &e2) < 0)
+                    esb_error("endpoint %s could not be restarted: %s", rt->running[j].ep->id,
+                              e2.msg);
+            }
+            goto out;
+        }
+        next[i].owner = esb_config_ref(cfg);
+    }
+    for (size_t j = 0; j < rt->nrunning; j++)
+        if (!kept[j]) esb_config_unref(rt->running[j].owner);
+    free(rt->running);
+    rt->running = next;
+    rt->nrunning = n;
+    next = NULL;
+out:
+    free(next);
+    free(kept);
+    return rc;
+}
+
+/* ---- public ---- */
+
+int esb_runtime_start(struct esb_config *cfg, void (*on_fatal)(void *ctx, const char *why),
+                      void *fatal_ctx, struct esb_runtime **out, struct esb_err *err)
+{
+    *out = NULL;
+    struct esb_runtime *rt = esb_calloc(1, sizeof(*rt));
+    pthread_mutex_init(&rt->lock, NULL);
+    struct esb_bus_opts bo;
+    esb_config_bus_opts(cfg, &bo);
+    bo.on_fatal = on_fatal;
+    bo.fatal_ctx = fatal_ctx;
+    int rc = esb_bus_open(&bo, &rt->bus, err);
+    if (rc < 0) goto fail;
+    rt->gen = gen_build(cfg);
+    gen_subscribe(rt->bus, rt->gen, NULL);
+    size_t nw = cfg->workers;
+    if (!nw) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        nw = cpus > 0 ? (size_t)cpus : 2;
+    }
+    rt->workers = esb_calloc(nw, sizeof(*rt->workers));
+    for (size_t i = 0; i < nw; i++) {
+        if (pthread_create(&rt->workers[i], NULL, worker_main, rt) != 0) {
+            rc = esb_err_set(err, -EAGAIN, "cannot start worker thread %zu", i);
+            goto fail;
+        }
+        rt->nworkers++;
+    }
+    pthread_mutex_lock(&rt->lock);
+    rc = switch_endpoints(rt, cfg, err);
+    pthread_mutex_unlock(&rt->lock);
+    if (rc < 0) goto fail;
+    esb_info("runtime started routes=%zu endpoints=%zu workers=%zu", cfg->nroutes, cfg->nendpoints,
+             nw);
+    *out = rt;
+    return 0;
+fail:
+    esb_runtime_stop(rt);
+    return rc;
+}
+
+int esb_runtime_reload(struct esb_runtime *rt, struct esb_config *cfg, struct esb_err *err)
+{
+    struct generation *g = gen_build(cfg);
+    pthread_mutex_lock(&rt->lock);
+    if (strcmp(cfg->bus.dir, rt->gen->cfg->bus.dir) != 0)
+        esb_warn("reload: bus dir changed (%s -> %s); bus settings apply at the next start",
+                 rt->gen->cfg->bus.dir, cfg->bus.dir);
+    /* Subscribe new topic routes before anything can publish under g. */
+    gen_subscribe(rt->bus, g, NULL);
+    int rc = switch_endpoints(rt, cfg, err);
+    if (rc < 0) {
+        pthread_mutex_unlock(&rt->lock);
+        gen_unref(g);
+        return rc;
+    }
+    struct generation *old = rt->gen;
+    gen_subscribe(rt->bus, g, old);
+    rt->gen = g;
+    atomic_fetch_add(&rt->version, 1);
+    pthread_mutex_unlock(&rt->lock);
+    esb_info("reloaded config=%s routes=%zu endpoints=%zu", cfg->path, cfg->nroutes,
+             cfg->nendpoints);
+    gen_unref(old);
+    return 0;
+}
+
+void esb_runtime_stop(struct esb_runtime *rt)
+{
+    if (!rt) return;
+    pthread_mutex_lock(&rt->lock);
+    for (size_t i = 0; i < rt->nrunning; i++) stop_running(&rt->running[i]);
+    free(rt->running);
+    rt->running = NULL;
+    rt->nrunning = 0;
+    pthread_mutex_unlock(&rt->lock);
+    atomic_store(&rt->stopping, 1);
+    for (size_t i = 0; i < rt->nworkers; i++) pthread_join(rt->workers[i], NULL);
+    free(rt->workers);
+    esb_bus_close(rt->bus);
+    gen_unref(rt->gen);
+    pthread_mutex_destroy(&rt->lock);
+    free(rt);
+}
+
+/* The route of g that takes ep (at path), or NULL. */
+static const struct esb_route *inbound_route(const struct generation *g,
+                                             const struct esb_endpoint *ep, const char *path)
+{
+    for (size_t i = 0; i < g->cfg->nroutes; i++) {
+        const struct esb_route_source *s = esb_route_source(g->cfg->routes[i]);
+        if (s->kind != ESB_URI_INBOUND || strcmp(s->name, ep->id) != 0) continue;
+        if (path && (!s->path || strcmp(s->path, path) != 0)) continue;
+        return g->cfg->routes[i];
+    }
+    return NULL;
+}
+
+int esb_runtime_accept(struct esb_runtime *rt, const struct esb_endpoint *ep, const char *path,
+                       const struct esb_msg *m, struct esb_err *err)
+{
+    return esb_runtime_accept_marked(rt, ep, path, m, NULL, 0, err);
+}
+
+int esb_runtime_accept_marked(struct esb_runtime *rt, const struct esb_endpoint *ep,
+                              const char *path, const struct esb_msg *m, const char *key,
+                              uint64_t expires_ms, struct esb_err *err)
+{
+    if (atomic_load(&rt->stopping)) return esb_err_set(err, ESB_ECLOSED, "shutting down");
+    struct generation *g = gen_get(rt);
+    const struct esb_route *r = inbound_route(g, ep, path);
+    int rc;
+    if (!r)
+        rc = esb_err_set(err, ESB_ENOTFOUND, "no route takes %s%s%s", ep->id, path ? " at " : "",
+                         path ? path : "");
+    else {
+        struct esb_txn *t = esb_txn_new();
+        const char *q = esb_route_input(r);
+        esb_txn_append(t, &q, 1, m);
+        if (key) esb_txn_mark(t, key, expires_ms);
+        rc = esb_bus_commit(rt->bus, t, err);
+        esb_txn_free(t);
+    }
+    gen_unref(g);
+    return rc;
+}
+
+int esb_runtime_marked(struct esb_runtime *rt, const char *key)
+{
+    return esb_bus_marked(rt->bus, key);
+}
+
+int esb_runtime_has_route(struct esb_runtime *rt, const struct esb_endpoint *ep, const char *path)
+{
+    struct generation *g = gen_get(rt);
+    int found = inbound_route(g, ep, path) != NULL;
+    gen_unref(g);
+    return found;
+}
+
+struct esb_bus *esb_runtime_bus(struct esb_runtime *rt)
+{
+    return rt->bus;
+}

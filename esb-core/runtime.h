@@ -20,6 +20,8 @@
 #ifndef ESB_RUNTIME_H
 #define ESB_RUNTIME_H
 
+#include <stdint.h>
+
 #include "util.h"
 
 struct esb_bus;
@@ -29,9 +31,11 @@ struct esb_msg;
 struct esb_runtime;
 
 /* Open the bus and start workers and inbound endpoints for cfg (a ref is
- * taken). On error nothing is left running. */
-int esb_runtime_start(struct esb_config *cfg, struct esb_runtime **out,
-                      struct esb_err *err) ESB_WUR;
+ * taken). on_fatal (may be NULL) is called once if the bus fails fatally
+ * (an fdatasync error); esbd exits from it. On error nothing is left
+ * running. */
+int esb_runtime_start(struct esb_config *cfg, void (*on_fatal)(void *ctx, const char *why),
+                      void *fatal_ctx, struct esb_runtime **out, struct esb_err *err) ESB_WUR;
 /* Switch to cfg (a ref is taken). On error the old config keeps running. */
 int esb_runtime_reload(struct esb_runtime *rt, struct esb_config *cfg,
                        struct esb_err *err) ESB_WUR;
@@ -45,6 +49,15 @@ void esb_runtime_stop(struct esb_runtime *rt);
  * (answer 503/stop picking up); ESB_EFAILED/ESB_ECLOSED when stopping. */
 int esb_runtime_accept(struct esb_runtime *rt, const struct esb_endpoint *ep, const char *path,
                        const struct esb_msg *m, struct esb_err *err) ESB_WUR;
+/* The same, and in the same durable batch mark key (esb_txn_mark) until
+ * expires_ms, so that a source can later ask whether it was accepted
+ * (file-in marks its claims: a crash between accept and moving the file to
+ * done-dir never accepts it twice). */
+int esb_runtime_accept_marked(struct esb_runtime *rt, const struct esb_endpoint *ep,
+                              const char *path, const struct esb_msg *m, const char *key,
+                              uint64_t expires_ms, struct esb_err *err) ESB_WUR;
+/* 1 if key was marked by an accepted message and has not expired. */
+int esb_runtime_marked(struct esb_runtime *rt, const char *key);
 /* True if some route of the current generation takes ep at path. */
 int esb_runtime_has_route(struct esb_runtime *rt, const struct esb_endpoint *ep,
                           const char *path);
