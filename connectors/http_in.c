@@ -1,1 +1,456 @@
-/* placeholder: being written */
+/* http_in.c - the http-in connector on libmicrohttpd.
+ *
+ * One MHD daemon per endpoint with its own epoll thread pool. Each request
+ * runs through handle() on an MHD thread: the first call (headers only)
+ * decides 404/405/400/413/431 before any body byte is read; the body is
+ * collected in a capped esb_buf; the last call builds the message and
+ * blocks in esb_runtime_accept() until it is durable, then answers 202.
+ * Nothing is acknowledged unless esb_runtime_accept() returned 0. */
+#include "config.h"
+
+#include "http_in.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+#include "msg.h"
+#include "runtime.h"
+
+/* Memory per connection for the request line, headers and I/O buffers.
+ * A request whose headers do not fit gets 431 from libmicrohttpd itself. */
+#define HTTP_IN_CONN_MEMORY (32 * 1024)
+
+/* libmicrohttpd 0.9.75 cannot queue a response while a body is arriving.
+ * A chunked body that passes max-body is therefore read on and thrown away
+ * (nothing kept) for up to this many more bytes so that the client gets its
+ * 413; a body that goes on longer is cut by closing the connection. */
+#define HTTP_IN_DISCARD_MAX (1024 * 1024)
+
+#define CONF(ep) ((const struct esb_http_in_conf *)(ep)->conf)
+
+static const struct esb_attr_spec http_in_attrs[] = {
+    {"id", ESB_ATTR_STRING, NULL, offsetof(struct esb_http_in_conf, id), 0, 0, 0, NULL,
+     "Endpoint id, used in from=\"http-in:ID\" and as the esb-source header."},
+    {"listen", ESB_ATTR_LISTEN, NULL, offsetof(struct esb_http_in_conf, listen), 1, 0, 0, NULL,
+     "Address to bind, host:port (an IP address or localhost; [v6]:port for IPv6)."},
+    {"max-body", ESB_ATTR_SIZE, "10MB", offsetof(struct esb_http_in_conf, max_body), 0, 1,
+     UINT64_C(1) << 32, NULL,
+     "Largest accepted request body; a larger one is answered 413 without being stored."},
+    {"max-connections", ESB_ATTR_UINT, "512", offsetof(struct esb_http_in_conf, max_connections), 0,
+     1, 100000, NULL, "Most concurrent client connections; more are refused at accept."},
+    {"per-ip-connections", ESB_ATTR_UINT, "256",
+     offsetof(struct esb_http_in_conf, per_ip_connections), 0, 1, 100000, NULL,
+     "Most concurrent connections from one client address."},
+    {"timeout", ESB_ATTR_DURATION, "30s", offsetof(struct esb_http_in_conf, timeout), 0, 1000,
+     UINT64_C(86400000), NULL,
+     "Idle time after which a connection is closed (whole seconds, rounded up)."},
+    {"threads", ESB_ATTR_UINT, "2", offsetof(struct esb_http_in_conf, threads), 0, 1, 256, NULL,
+     "Server threads; each handles one request at a time while it is made durable."},
+    ESB_ATTR_END,
+};
+
+struct http_in_state {
+    struct MHD_Daemon *daemon;
+    _Atomic int stopping; /* stop() began: answer 503 without calling the runtime */
+    struct esb_runtime *rt;
+    unsigned port; /* the bound port (useful with port 0) */
+};
+
+/* Per-request state, kept in MHD's con_cls. */
+struct http_req {
+    int too_large;    /* the body passed max-body: discard the rest, then 413 */
+    size_t discarded; /* bytes thrown away since */
+    struct esb_buf body;
+};
+
+/* ---- responses ---- */
+
+/* Append s to out as JSON string content (without quotes). */
+static void json_escape(char *out, size_t outsize, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 7 < outsize; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c < 0x20) {
+            o += (size_t)snprintf(out + o, outsize - o, "\\u%04x", c);
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o] = '\0';
+}
+
+/* Queue a response with body text (copied) and optional extra header. */
+static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *body,
+                               const char *hname, const char *hvalue)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (hname) MHD_add_response_header(r, hname, hvalue);
+    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* Queue {"error":"<text>"} with status. */
+static enum MHD_Result respond_error(struct MHD_Connection *c, unsigned status, const char *text,
+                                     const char *hname, const char *hvalue)
+{
+    char esc[600], body[640];
+    json_escape(esc, sizeof(esc), text);
+    snprintf(body, sizeof(body), "{\"error\":\"%s\"}", esc);
+    return respond(c, status, body, hname, hvalue);
+}
+
+/* ---- request checks ---- */
+
+/* Hop-by-hop and framing headers that describe this connection, not the
+ * message; plus content-type (it is the message's content type) and the
+ * reserved esb-* names, which a client must not be able to forge. */
+static int header_dropped(const char *name)
+{
+    static const char *const drop[] = {
+        "connection", "keep-alive",     "transfer-encoding", "te",     "upgrade",
+        "trailer",    "content-length", "content-type",      "expect", NULL,
+    };
+    for (size_t i = 0; drop[i]; i++)
+        if (strcasecmp(name, drop[i]) == 0) return 1;
+    return strncasecmp(name, "proxy-", 6) == 0 || strncasecmp(name, "esb-", 4) == 0;
+}
+
+struct header_scan {
+    size_t count;
+    int too_big;
+};
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    struct header_scan *s = cls;
+    s->count++;
+    if (strlen(key) > ESB_MSG_MAX_NAME || (value && strlen(value) > ESB_MSG_MAX_VALUE) ||
+        s->count > ESB_MSG_MAX_HEADERS - 8)
+        s->too_big = 1;
+    return MHD_YES;
+}
+
+static enum MHD_Result copy_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    struct esb_msg *m = cls;
+    if (header_dropped(key)) return MHD_YES;
+    char lower[ESB_MSG_MAX_NAME + 1];
+    size_t n = strlen(key);
+    if (n > ESB_MSG_MAX_NAME) n = ESB_MSG_MAX_NAME; /* scan_header refused this already */
+    for (size_t i = 0; i < n; i++) lower[i] = (char)tolower((unsigned char)key[i]);
+    lower[n] = '\0';
+    esb_msg_add_header(m, lower, value ? value : "");
+    return MHD_YES;
+}
+
+/* Parse a Content-Length value strictly: digits only. */
+static int parse_length(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (!*s) return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9') return -1;
+        if (v > (UINT64_MAX - 9) / 10) return -1;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* The first call of a request (headers read, no body yet): answer the
+ * errors that need no body. Returns 0 to go on, else the status queued. */
+static unsigned check_request(struct esb_endpoint *ep, struct http_in_state *st,
+                              struct MHD_Connection *c, const char *url, const char *method,
+                              enum MHD_Result *ret)
+{
+    const struct esb_http_in_conf *conf = CONF(ep);
+    if (!esb_runtime_has_route(st->rt, ep, url)) {
+        *ret = respond_error(c, MHD_HTTP_NOT_FOUND, "no route for this path", NULL, NULL);
+        return MHD_HTTP_NOT_FOUND;
+    }
+    if (strcmp(method, MHD_HTTP_METHOD_POST) != 0) {
+        *ret = respond_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "only POST is allowed",
+                             MHD_HTTP_HEADER_ALLOW, "POST");
+        return MHD_HTTP_METHOD_NOT_ALLOWED;
+    }
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding");
+    if (cl && te) {
+        *ret = respond_error(c, MHD_HTTP_BAD_REQUEST,
+                             "both Content-Length and Transfer-Encoding given", NULL, NULL);
+        return MHD_HTTP_BAD_REQUEST;
+    }
+    uint64_t len = 0;
+    if (cl && parse_length(cl, &len) != 0) {
+        *ret = respond_error(c, MHD_HTTP_BAD_REQUEST, "invalid Content-Length", NULL, NULL);
+        return MHD_HTTP_BAD_REQUEST;
+    }
+    if (cl && len > conf->max_body) {
+        char text[128];
+        snprintf(text, sizeof(text), "body larger than max-body (%" PRIu64 " bytes)",
+                 conf->max_body);
+        *ret = respond_error(c, MHD_HTTP_CONTENT_TOO_LARGE, text, NULL, NULL);
+        return MHD_HTTP_CONTENT_TOO_LARGE;
+    }
+    struct header_scan hs = {0, 0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, scan_header, &hs);
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    if (hs.too_big || (ct && strlen(ct) > ESB_MSG_MAX_NAME)) {
+        *ret = respond_error(c, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE,
+                             "too many or too large header fields", NULL, NULL);
+        return MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE;
+    }
+    return 0;
+}
+
+/* The last call: the whole body is in req. Make it a message, hand it to
+ * the runtime and answer by the outcome. */
+static enum MHD_Result finish_request(struct esb_endpoint *ep, struct http_in_state *st,
+                                      struct MHD_Connection *c, const char *url,
+                                      struct http_req *req)
+{
+    struct esb_msg *m = esb_msg_new();
+    esb_msg_set_body(m, req->body.data ? (const void *)req->body.data : "", req->body.len);
+    esb_buf_free(&req->body);
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    esb_msg_set_content_type(m, ct && *ct ? ct : "application/octet-stream");
+    MHD_get_connection_values(c, MHD_HEADER_KIND, copy_header, m);
+    esb_msg_set_header(m, "esb-source", ep->id);
+
+    struct esb_err err = {0, ""};
+    int rc = esb_runtime_accept(st->rt, ep, url, m, &err);
+    enum MHD_Result ret;
+    if (rc == 0) {
+        char body[64];
+        snprintf(body, sizeof(body), "{\"id\":\"%s\"}", m->id_text);
+        ret = respond(c, MHD_HTTP_ACCEPTED, body, "esb-message-id", m->id_text);
+    } else if (rc == ESB_EFULL) {
+        ret = respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                            err.msg[0] ? err.msg : "busy, retry later", MHD_HTTP_HEADER_RETRY_AFTER,
+                            "1");
+    } else if (rc == ESB_ENOTFOUND) {
+        ret = respond_error(c, MHD_HTTP_NOT_FOUND, "no route for this path", NULL, NULL);
+    } else {
+        /* Stopping, failed or unexpected: nothing was acknowledged. */
+        esb_warn("http-in=%s path=%s accept failed: %s", ep->id, url,
+                 err.msg[0] ? err.msg : esb_strerror(rc));
+        ret = respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not accepted, retry later",
+                            MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    }
+    esb_msg_unref(m);
+    return ret;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
+                              const char *method, const char *version, const char *upload_data,
+                              size_t *upload_data_size, void **con_cls)
+{
+    struct esb_endpoint *ep = cls;
+    struct http_in_state *st = ep->state;
+    struct http_req *req = *con_cls;
+
+    if (!req) {
+        enum MHD_Result ret = MHD_NO;
+        if (atomic_load(&st->stopping))
+            return respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down",
+                                 MHD_HTTP_HEADER_RETRY_AFTER, "1");
+        if (check_request(ep, st, c, url, method, &ret) != 0) return ret;
+        req = esb_calloc(1, sizeof(*req));
+        esb_buf_init(&req->body, (size_t)CONF(ep)->max_body);
+        *con_cls = req;
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        /* Chunked bodies have no length up front: count as they stream. */
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (!req->too_large && esb_buf_add(&req->body, upload_data, n) == 0) return MHD_YES;
+        if (!req->too_large) {
+            req->too_large = 1;
+            esb_buf_free(&req->body);
+            esb_info("http-in=%s path=%s chunked body over max-body, discarding", ep->id, url);
+        }
+        req->discarded += n;
+        return req->discarded <= HTTP_IN_DISCARD_MAX ? MHD_YES : MHD_NO; /* MHD_NO: close */
+    }
+    if (req->too_large) {
+        char text[128];
+        snprintf(text, sizeof(text), "body larger than max-body (%" PRIu64 " bytes)",
+                 CONF(ep)->max_body);
+        return respond_error(c, MHD_HTTP_CONTENT_TOO_LARGE, text, NULL, NULL);
+    }
+    return finish_request(ep, st, c, url, req);
+}
+
+static void request_done(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct http_req *req = *con_cls;
+    if (!req) return;
+    esb_buf_free(&req->body);
+    free(req);
+    *con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    struct esb_endpoint *ep = cls;
+    char line[512];
+    vsnprintf(line, sizeof(line), fmt, ap);
+    size_t n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
+    esb_info("http-in=%s libmicrohttpd: %s", ep->id, line);
+}
+
+/* ---- lifecycle ---- */
+
+static int http_in_check(struct esb_endpoint *ep, struct esb_err *err)
+{
+    const struct esb_http_in_conf *conf = CONF(ep);
+    char *host = NULL;
+    unsigned port = 0;
+    if (esb_parse_listen(conf->listen, &host, &port) != 0)
+        return esb_err_set(err, ESB_EINVAL,
+                           "%s:%d: http-in '%s': attribute 'listen': expected host:port, got '%s'",
+                           ep->file, ep->line, ep->id, conf->listen);
+    free(host);
+    return 0;
+}
+
+static int http_in_start(struct esb_endpoint *ep, struct esb_runtime *rt, struct esb_err *err)
+{
+    const struct esb_http_in_conf *conf = CONF(ep);
+    char *host = NULL;
+    unsigned port = 0;
+    int rc = 0;
+    struct http_in_state *st = NULL;
+    if (esb_parse_listen(conf->listen, &host, &port) != 0 || port > 65535) {
+        rc = esb_err_set(err, ESB_EINVAL, "http-in '%s': invalid listen address '%s'", ep->id,
+                         conf->listen);
+        goto out;
+    }
+    struct sockaddr_in a4;
+    struct sockaddr_in6 a6;
+    const struct sockaddr *sa;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    memset(&a4, 0, sizeof(a4));
+    memset(&a6, 0, sizeof(a6));
+    size_t hl = strlen(host);
+    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') { /* "[v6]" */
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = '\0';
+    }
+    const char *h = strcmp(host, "localhost") == 0 ? "127.0.0.1" : host;
+    if (inet_pton(AF_INET, h, &a4.sin_addr) == 1) {
+        a4.sin_family = AF_INET;
+        a4.sin_port = htons((uint16_t)port);
+        sa = (const struct sockaddr *)&a4;
+    } else if (inet_pton(AF_INET6, h, &a6.sin6_addr) == 1) {
+        a6.sin6_family = AF_INET6;
+        a6.sin6_port = htons((uint16_t)port);
+        sa = (const struct sockaddr *)&a6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        rc = esb_err_set(err, ESB_EINVAL, "http-in '%s': listen host '%s' is not an IP address",
+                         ep->id, host);
+        goto out;
+    }
+
+    if (ep->state) { /* started before and stopped: start afresh */
+        if (((struct http_in_state *)ep->state)->daemon) {
+            rc = esb_err_set(err, ESB_EINVAL, "http-in '%s': already running", ep->id);
+            goto out;
+        }
+        free(ep->state);
+        ep->state = NULL;
+    }
+    st = esb_calloc(1, sizeof(*st));
+    st->rt = rt;
+    ep->state = st;
+    unsigned timeout_s = (unsigned)((conf->timeout + 999) / 1000);
+    if (timeout_s == 0) timeout_s = 1;
+    st->daemon = MHD_start_daemon(
+        flags, (uint16_t)port, NULL, NULL, handle, ep, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, ep,
+        MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_CONNECTION_LIMIT, (unsigned)conf->max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)conf->per_ip_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)HTTP_IN_CONN_MEMORY, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)conf->threads,
+        MHD_OPTION_NOTIFY_COMPLETED, request_done, NULL, MHD_OPTION_END);
+    if (!st->daemon) {
+        rc = esb_err_set(err, ESB_EFAILED,
+                         "http-in '%s': cannot listen on %s (address in use or not available)",
+                         ep->id, conf->listen);
+        goto out;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(st->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    st->port = info ? info->port : port;
+    esb_info("http-in=%s listening=%s port=%u", ep->id, conf->listen, st->port);
+out:
+    if (rc != 0 && st) {
+        free(st);
+        ep->state = NULL;
+    }
+    free(host);
+    return rc;
+}
+
+static void http_in_stop(struct esb_endpoint *ep)
+{
+    struct http_in_state *st = ep ? ep->state : NULL;
+    if (!st || !st->daemon) return;
+    atomic_store(&st->stopping, 1);
+    MHD_stop_daemon(st->daemon);
+    st->daemon = NULL;
+    esb_info("http-in=%s stopped", ep->id);
+}
+
+static int http_in_same(const struct esb_endpoint *a, const struct esb_endpoint *b)
+{
+    const struct esb_http_in_conf *x = CONF(a), *y = CONF(b);
+    return strcmp(a->id, b->id) == 0 && strcmp(x->listen, y->listen) == 0 &&
+           x->max_body == y->max_body && x->max_connections == y->max_connections &&
+           x->per_ip_connections == y->per_ip_connections && x->timeout == y->timeout &&
+           x->threads == y->threads;
+}
+
+static void http_in_destroy(struct esb_endpoint *ep)
+{
+    if (!ep || !ep->state) return;
+    http_in_stop(ep);
+    free(ep->state);
+    ep->state = NULL;
+}
+
+const struct esb_connector_ops esb_http_in_ops = {
+    .element = "http-in",
+    .dir = ESB_INBOUND,
+    .summary = "Receives messages as HTTP POST requests; answers 202 once they are durable.",
+    .attrs = http_in_attrs,
+    .conf_size = sizeof(struct esb_http_in_conf),
+    .check = http_in_check,
+    .start = http_in_start,
+    .stop = http_in_stop,
+    .same = http_in_same,
+    .destroy = http_in_destroy,
+};
