@@ -315,7 +315,7 @@ static enum claim_result handle_claimed(struct file_in_state *st, const char *wn
     m->id = id; /* the claim's uuid: a re-accept after a crash keeps the id */
     memcpy(m->id_text, uuidtext, sizeof(uuidtext));
     esb_msg_set_body_take(m, body);
-    esb_msg_set_content_type(m, conf->content_type);
+    esb_msg_set_content_type(m, conf->content_type ? conf->content_type : "");
     esb_msg_set_header(m, "esb-file-name", name);
     esb_msg_set_header(m, "esb-source", st->ep->id);
     rc = esb_runtime_accept(st->rt, st->ep, NULL, m, &err);
@@ -494,7 +494,7 @@ static enum claim_result scan_inbox(struct file_in_state *st, uint64_t *wait_ms)
         const char *name = de->d_name;
         if (name[0] == '.') continue;
         if (fnmatch(conf->pattern, name, 0) != 0) continue;
-        if (conf->exclude[0] && fnmatch(conf->exclude, name, 0) == 0) continue;
+        if (conf->exclude && conf->exclude[0] && fnmatch(conf->exclude, name, 0) == 0) continue;
         struct stat sb;
         if (fstatat(st->in.fd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0) continue;
         if (!S_ISREG(sb.st_mode)) {
@@ -748,14 +748,20 @@ static void file_in_stop(struct esb_endpoint *ep)
     esb_info("file-in=%s stopped", ep->id);
 }
 
+/* Strings equal, NULL counting as "". */
+static int same_str(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
 static int file_in_same(const struct esb_endpoint *a, const struct esb_endpoint *b)
 {
     const struct esb_file_in_conf *x = CONF(a), *y = CONF(b);
-    return strcmp(a->id, b->id) == 0 && strcmp(x->dir, y->dir) == 0 &&
-           strcmp(x->pattern, y->pattern) == 0 && strcmp(x->exclude, y->exclude) == 0 &&
-           strcmp(x->done_dir, y->done_dir) == 0 && strcmp(x->error_dir, y->error_dir) == 0 &&
-           x->stable_for == y->stable_for && x->poll_interval == y->poll_interval &&
-           x->max_file_size == y->max_file_size && strcmp(x->content_type, y->content_type) == 0;
+    return same_str(a->id, b->id) && same_str(x->dir, y->dir) && same_str(x->pattern, y->pattern) &&
+           same_str(x->exclude, y->exclude) && same_str(x->done_dir, y->done_dir) &&
+           same_str(x->error_dir, y->error_dir) && x->stable_for == y->stable_for &&
+           x->poll_interval == y->poll_interval && x->max_file_size == y->max_file_size &&
+           same_str(x->content_type, y->content_type);
 }
 
 static void file_in_destroy(struct esb_endpoint *ep)
