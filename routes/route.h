@@ -10,7 +10,7 @@
  *   <set-header name="x" value="TEMPLATE"/>
  *   <log message="TEMPLATE" level="info"/>
  *   <multicast>STEPS...</multicast>  every child step list gets its own copy
- *   <to uri="queue:NAME | topic:NAME | CONNECTOR-ID"/>  emit a copy; go on
+ *   <to uri="queue:NAME | topic:NAME | ELEMENT:ID"/>  emit a copy; go on
  * Predicates (exactly one per when/filter):
  *   xpath="EXPR"          on an XML body: true if the XPath result is a true
  *                         boolean, a non-zero number, a non-empty string or
@@ -104,7 +104,7 @@ struct esb_route_output {
 struct esb_route_result {
     struct esb_route_output *out;
     size_t nout, cap;
-    int dropped;             /* a filter stopped it (no outputs) */
+    int dropped;             /* a filter stopped it (copies sent by an earlier <to> stay) */
     int error;               /* routing error: reason below; dead-letter */
     char reason[512];        /* e.g. "step 2 (choice/when xpath, line 14): body is not XML: ..." */
 };
