@@ -1,14 +1,16 @@
 /* esbctl.c - the operator's tool.
  *
  * Commands so far:
+ *   esbctl check FILE            load and check a config file, print its errors
+ *   esbctl config-doc            print the config reference (docs/config.md)
  *   esbctl queues [--data DIR]   list the queues of a bus directory
  *
  * `queues` opens the bus directory itself, read-write, exactly as esbd does
  * (recovery runs and may cut a torn tail), so esbd must NOT be running on
  * that directory. A later issue moves esbctl onto esbd's admin API.
  *
- * Exit codes: 0 ok, 1 the command failed, 2 bad arguments or unknown command,
- * 70 fatal bus error. */
+ * Exit codes: 0 ok, 1 the command failed (for check: the config has errors),
+ * 2 bad arguments or unknown command, 70 fatal bus error. */
 #include "config.h"
 
 #include <errno.h>
@@ -37,13 +39,20 @@ static void usage(FILE *out)
         "       esbctl COMMAND [OPTIONS]\n"
         "\n"
         "Commands:\n"
+        "  check FILE           load and check the config FILE as esbd would (parse,\n"
+        "                       includes, ${ENV}, schema, attributes, routes); print\n"
+        "                       \"FILE: OK (N routes, M endpoints)\" or every error as\n"
+        "                       FILE:LINE: element <x>: message, on stderr.\n"
+        "  config-doc           print the configuration reference (markdown; the\n"
+        "                       text of docs/config.md).\n"
         "  queues [--data DIR]  list the queues of the bus in DIR (default: " ESBCTL_DEFAULT_DATA
         ")\n"
         "                       with their entries, ready, waiting and bytes.\n"
         "                       Opens the bus directory itself: esbd must not be\n"
         "                       running on DIR.\n"
         "\n"
-        "Exit status: 0 ok, 1 the command failed, 2 bad arguments, 70 fatal bus error.\n");
+        "Exit status: 0 ok, 1 the command failed (check: the config has errors),\n"
+        "2 bad arguments, 70 fatal bus error.\n");
 }
 
 static _Noreturn void usage_error(const char *what, const char *arg)
@@ -172,12 +181,78 @@ static int cmd_queues(int argc, char **argv)
     return 0;
 }
 
+/* ---- check, config-doc ---- */
+
+/* Parse a command's options: only --help. Returns 1 if help was printed. */
+static int help_only(int argc, char **argv)
+{
+    static const struct option long_opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+h", long_opts, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return 1;
+        }
+        usage_error("unknown option", argv[optind - 1]);
+    }
+    return 0;
+}
+
+static int cmd_check(int argc, char **argv)
+{
+    if (help_only(argc, argv)) return 0;
+    if (optind >= argc) usage_error("check needs a config FILE", NULL);
+    if (optind + 1 < argc) usage_error("check takes one FILE", argv[optind + 1]);
+    const char *path = argv[optind];
+
+    struct esb_config *cfg = NULL;
+    struct esb_diags d = {0};
+    if (esb_config_load(path, &cfg, &d) < 0) {
+        for (size_t i = 0; i < d.n; i++) fprintf(stderr, "%s\n", d.msgs[i]);
+        esb_diags_free(&d);
+        return ESBCTL_EXIT_FAIL;
+    }
+    printf("%s: OK (%zu routes, %zu endpoints)\n", path, cfg->nroutes, cfg->nendpoints);
+    esb_config_unref(cfg);
+    esb_diags_free(&d);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "esbctl: writing output failed: %s\n", strerror(errno));
+        return ESBCTL_EXIT_FAIL;
+    }
+    return 0;
+}
+
+static void emit_stdout(void *ctx, const char *text)
+{
+    (void)ctx;
+    fputs(text, stdout);
+}
+
+static int cmd_config_doc(int argc, char **argv)
+{
+    if (help_only(argc, argv)) return 0;
+    if (optind < argc) usage_error("config-doc takes no arguments", argv[optind]);
+    esb_config_doc(emit_stdout, NULL);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "esbctl: writing output failed: %s\n", strerror(errno));
+        return ESBCTL_EXIT_FAIL;
+    }
+    return 0;
+}
+
 /* ---- main ---- */
 
 static const struct {
     const char *name;
     int (*run)(int argc, char **argv);
 } commands[] = {
+    {"check", cmd_check},
+    {"config-doc", cmd_config_doc},
     {"queues", cmd_queues},
 };
 
