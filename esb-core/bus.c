@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "bus_internal.h"
+#include "crc32c.h"
 #include "io.h"
 #include "log.h"
 #include "msg.h"
@@ -110,6 +111,7 @@ void esb_txn_free(struct esb_txn *t)
         free(t->ops[i].queues);
     }
     free(t->ops);
+    free(t->recs);
     esb_buf_free(&t->buf);
     free(t);
 }
@@ -124,6 +126,24 @@ static struct txn_op *txn_op(struct esb_txn *t, enum txn_op_kind kind)
     memset(op, 0, sizeof(*op));
     op->kind = kind;
     return op;
+}
+
+/* Add a record to t; its header (flags, CRC) is finished by txn_seal.
+ * Returns the record's offset in t->buf. */
+static size_t txn_rec(struct esb_txn *t, uint8_t type, const void *payload, size_t len)
+{
+    uint8_t hdr[ESB_WAL_HDR] = {0};
+    size_t off = t->buf.len;
+    esb_put_u32(hdr, ESB_WAL_MAGIC);
+    esb_put_u32(hdr + 8, (uint32_t)len);
+    hdr[12] = type;
+    if (esb_buf_add(&t->buf, hdr, sizeof(hdr)) || esb_buf_add(&t->buf, payload, len)) abort();
+    if (t->nrecs == t->cap_recs) {
+        t->cap_recs = t->cap_recs ? t->cap_recs * 2 : 4;
+        t->recs = esb_realloc(t->recs, t->cap_recs * sizeof(*t->recs));
+    }
+    t->recs[t->nrecs++] = off;
+    return off;
 }
 
 /* The bus a transaction's appends draw seqs from is only known at commit,
@@ -153,10 +173,8 @@ void esb_txn_append(struct esb_txn *t, const char *const *queues, size_t n, cons
     if (esb_buf_reserve(&p, hdr + sz)) abort();
     p.len += esb_msg_encode(m, p.data + hdr);
     op->bytes = (uint32_t)p.len;
-    /* The record header (with its CRC) is written at commit, after the seq. */
-    uint8_t zero[ESB_WAL_HDR] = {0};
-    op->rec_off = t->buf.len;
-    if (esb_buf_add(&t->buf, zero, sizeof(zero)) || esb_buf_add(&t->buf, p.data, p.len)) abort();
+    /* The seq and the CRC are filled in at commit (txn_seal). */
+    op->rec_off = txn_rec(t, ESB_REC_MSG, p.data, p.len);
     esb_buf_free(&p);
     t->has_append = 1;
 }
@@ -180,8 +198,7 @@ static void txn_resolve(struct esb_txn *t, const struct esb_entry *pub, uint8_t 
 {
     struct txn_op *op = txn_op(t, OP_RESOLVE);
     op->e = (struct entry_impl *)pub;
-    struct iovec iov = {.iov_base = payload->data, .iov_len = payload->len};
-    esb__rec_put(&t->buf, type, 0, &iov, 1);
+    txn_rec(t, type, payload->data, payload->len);
     esb_buf_free(payload);
 }
 
@@ -222,10 +239,8 @@ void esb_txn_mark(struct esb_txn *t, const char *key, uint64_t expires_ms)
     struct esb_buf p;
     esb_buf_init(&p, SIZE_MAX);
     esb__mark_payload(&p, key, expires_ms);
-    struct iovec iov = {.iov_base = p.data, .iov_len = p.len};
-    esb__rec_put(&t->buf, ESB_REC_DEDUP, 0, &iov, 1);
+    txn_rec(t, ESB_REC_DEDUP, p.data, p.len);
     esb_buf_free(&p);
-    t->has_mark = 1;
 }
 
 int esb_bus_marked(struct esb_bus *bus, const char *key)
@@ -237,16 +252,20 @@ int esb_bus_marked(struct esb_bus *bus, const char *key)
     return marked;
 }
 
-/* Give each append record its seq and finish its header (CRC). */
+/* Give each append record its seq, flag every record but the last as
+ * "more of this transaction follows", and finish the headers (CRC). */
 static void txn_seal(struct esb_bus *bus, struct esb_txn *t)
 {
     for (size_t i = 0; i < t->nops; i++) {
         struct txn_op *op = &t->ops[i];
-        if (op->kind != OP_APPEND) continue;
-        uint8_t *rec = t->buf.data + op->rec_off;
-        esb_put_u64(rec + ESB_WAL_HDR, atomic_fetch_add(&bus->next_seq, 1));
-        struct iovec iov = {.iov_base = rec + ESB_WAL_HDR, .iov_len = op->bytes};
-        esb_wal_header(rec, ESB_REC_MSG, 0, &iov, 1);
+        if (op->kind == OP_APPEND)
+            esb_put_u64(t->buf.data + op->rec_off + ESB_WAL_HDR,
+                        atomic_fetch_add(&bus->next_seq, 1));
+    }
+    for (size_t i = 0; i < t->nrecs; i++) {
+        uint8_t *rec = t->buf.data + t->recs[i];
+        rec[13] = i + 1 < t->nrecs ? ESB_WAL_F_MORE : 0;
+        esb_put_u32(rec + 4, esb_crc32c(0, rec + 8, 8 + (size_t)esb_get_u32(rec + 8)));
     }
 }
 
@@ -345,7 +364,7 @@ void esb__pending_push(struct esb_bus *bus, struct esb_txn *t, int at_head)
 
 int esb_bus_commit(struct esb_bus *bus, struct esb_txn *t, struct esb_err *err)
 {
-    if (t->nops == 0 && !t->has_mark) return 0;
+    if (t->nrecs == 0) return 0;
     pthread_mutex_lock(&bus->lock);
     int rc;
     if (bus->failed) {

@@ -77,7 +77,8 @@ int esb_bus_open(const struct esb_bus_opts *opts, struct esb_bus **out,
                  struct esb_err *err) ESB_WUR;
 /* Stop the threads, sync, close. Consumers blocked in consume get
  * ESB_ECLOSED. Entries still held by consumers stay durable and are ready on
- * the next open. NULL-safe. */
+ * the next open, but every esb_entry must be freed (esb_entry_free) BEFORE
+ * close: an entry freed after close touches freed memory. NULL-safe. */
 void esb_bus_close(struct esb_bus *bus);
 void esb_bus_get_stats(struct esb_bus *bus, struct esb_bus_stats *out);
 /* True once the bus has failed fatally. */

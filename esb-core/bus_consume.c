@@ -189,8 +189,12 @@ static void queue_info(const struct queue *q, struct esb_queue_info *out)
     out->name = q->name;
     out->entries = q->entries;
     out->inflight = q->inflight;
-    out->waiting = q->waiting.n;
-    out->ready = q->ready.n;
+    /* "waiting" is a retry not yet due; a due one counts as ready. */
+    uint64_t now = esb_now_ms(), due = 0;
+    for (size_t i = 0; i < q->waiting.n; i++)
+        if (((const struct ent *)q->waiting.items[i])->not_before <= now) due++;
+    out->waiting = q->waiting.n - due;
+    out->ready = q->ready.n + due;
     out->bytes = q->bytes;
 }
 

@@ -86,10 +86,11 @@ struct txn_op {
 
 struct esb_txn {
     struct esb_buf buf; /* whole records, back to back */
+    size_t *recs;       /* offset of each record in buf */
+    size_t nrecs, cap_recs;
     struct txn_op *ops;
     size_t nops, cap;
     int has_append;
-    int has_mark;
     int detached; /* written by the bus itself (compaction); freed after apply */
     /* commit state, under bus->lock */
     struct esb_txn *next;

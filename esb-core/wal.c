@@ -148,6 +148,24 @@ static int read_all(struct esb_io *io, int fd, uint8_t *buf, size_t n)
     return 0;
 }
 
+/* Visit the whole valid records in buf[from, to). */
+static int visit_range(struct esb_wal *w, struct segment *s, const uint8_t *buf, size_t from,
+                       size_t to, esb_wal_visit_fn visit, void *ctx, struct esb_wal_stats *st,
+                       struct esb_err *err)
+{
+    while (from < to) {
+        uint32_t len = esb_get_u32(buf + from + 8);
+        struct esb_wal_pos at = {s->no, from};
+        int rc = visit(ctx, at, buf[from + 12], buf[from + 13], buf + from + ESB_WAL_HDR, len);
+        if (rc < 0)
+            return esb_err_set(err, rc, "recovery stopped at %s/%020u.seg offset %zu: %s", w->dir,
+                               s->no, from, esb_strerror(rc));
+        st->records++;
+        from += ESB_WAL_HDR + len;
+    }
+    return 0;
+}
+
 /* Scan one segment, visiting its valid records. Cuts a torn tail when last. */
 static int scan_segment(struct esb_wal *w, struct segment *s, int last, esb_wal_visit_fn visit,
                         void *ctx, struct esb_wal_stats *st, struct esb_err *err)
@@ -163,44 +181,54 @@ static int scan_segment(struct esb_wal *w, struct segment *s, int last, esb_wal_
             goto out;
         }
     }
-    size_t pos = 0, size = (size_t)s->size;
+    /* Records of one transaction are applied all or none: txn is the
+     * offset of the first record of a transaction still open (its records
+     * carry ESB_WAL_F_MORE until the last one). */
+    size_t pos = 0, size = (size_t)s->size, txn = SIZE_MAX;
     while (pos < size) {
         size_t n = valid_record(buf + pos, size - pos);
         if (n) {
-            struct esb_wal_pos at = {s->no, pos};
-            rc = visit(ctx, at, buf[pos + 12], buf[pos + 13], buf + pos + ESB_WAL_HDR,
-                       (uint32_t)(n - ESB_WAL_HDR));
-            if (rc < 0) {
-                esb_err_set(err, rc, "recovery stopped at %s/%020u.seg offset %zu: %s", w->dir,
-                            s->no, pos, esb_strerror(rc));
-                goto out;
-            }
-            st->records++;
+            if (txn == SIZE_MAX) txn = pos;
             pos += n;
+            if (buf[pos - n + 13] & ESB_WAL_F_MORE) continue;
+            rc = visit_range(w, s, buf, txn, pos, visit, ctx, st, err);
+            if (rc < 0) goto out;
+            txn = SIZE_MAX;
             continue;
         }
         size_t next = resync(buf, pos + 1, size);
-        if (next == size && last) {
-            esb_warn("wal torn tail cut segment=%s/%020u.seg offset=%zu bytes=%zu", w->dir, s->no,
-                     pos, size - pos);
-            rc = w->io->ftruncate(w->io, s->fd, (off_t)pos);
-            if (rc == 0) rc = w->io->fdatasync(w->io, s->fd);
-            if (rc < 0) {
-                esb_err_set(err, rc, "cutting torn tail of %s/%020u.seg: %s", w->dir, s->no,
-                            esb_strerror(rc));
-                goto out;
-            }
-            st->truncated_bytes += size - pos;
-            s->size = pos;
-            break;
-        }
-        esb_error("wal CORRUPT record skipped segment=%s/%020u.seg offset=%zu bytes=%zu "
+        if (next == size && last) break; /* a torn tail: cut below */
+        size_t from = txn != SIZE_MAX ? txn : pos;
+        esb_error("wal CORRUPT record skipped segment=%s/%020u.seg offset=%zu bytes=%zu%s "
                   "(valid records after it are kept)",
-                  w->dir, s->no, pos, next - pos);
-        quarantine(w, s->no, pos, buf + pos, next - pos);
+                  w->dir, s->no, pos, next - pos,
+                  txn != SIZE_MAX ? " with the rest of its transaction" : "");
+        quarantine(w, s->no, from, buf + from, next - from);
         st->corrupt++;
-        st->corrupt_bytes += next - pos;
+        st->corrupt_bytes += next - from;
         pos = next;
+        txn = SIZE_MAX;
+    }
+    size_t cut = txn != SIZE_MAX ? txn : pos;
+    if (cut < size && last) {
+        esb_warn("wal torn tail cut segment=%s/%020u.seg offset=%zu bytes=%zu", w->dir, s->no, cut,
+                 size - cut);
+        rc = w->io->ftruncate(w->io, s->fd, (off_t)cut);
+        if (rc == 0) rc = w->io->fdatasync(w->io, s->fd);
+        if (rc < 0) {
+            esb_err_set(err, rc, "cutting torn tail of %s/%020u.seg: %s", w->dir, s->no,
+                        esb_strerror(rc));
+            goto out;
+        }
+        st->truncated_bytes += size - cut;
+        s->size = cut;
+    } else if (cut < size) {
+        esb_error("wal CORRUPT unfinished transaction skipped segment=%s/%020u.seg offset=%zu "
+                  "bytes=%zu",
+                  w->dir, s->no, cut, size - cut);
+        quarantine(w, s->no, cut, buf + cut, size - cut);
+        st->corrupt++;
+        st->corrupt_bytes += size - cut;
     }
 out:
     free(buf);
@@ -243,6 +271,7 @@ static int create_segment(struct esb_wal *w, uint32_t no, struct esb_err *err)
     int rc = w->io->fsync(w->io, w->dirfd);
     if (rc < 0) {
         w->io->close(w->io, fd);
+        (void)w->io->unlinkat(w->io, w->dirfd, name); /* so a later roll can retry */
         return esb_err_set(err, rc, "syncing log directory %s: %s", w->dir, esb_strerror(rc));
     }
     pthread_rwlock_wrlock(&w->lock);
@@ -361,7 +390,10 @@ static struct segment *active(struct esb_wal *w)
 static int roll(struct esb_wal *w)
 {
     int rc = w->io->fdatasync(w->io, active(w)->fd);
-    if (rc < 0) return rc;
+    if (rc < 0) {
+        w->broken = 1; /* the old segment's tail may not be durable */
+        return rc;
+    }
     struct esb_err err;
     rc = create_segment(w, active(w)->no + 1, &err);
     if (rc < 0) esb_error("wal roll failed: %s", err.msg);
@@ -407,10 +439,7 @@ int esb_wal_append(struct esb_wal *w, const struct iovec *iov, int iovcnt, size_
     if (w->broken) return -EIO;
     if (active(w)->size > 0 && active(w)->size + total > w->segment_size) {
         int rc = roll(w);
-        if (rc < 0) {
-            w->broken = 1;
-            return rc;
-        }
+        if (rc < 0) return rc;
     }
     struct segment *s = active(w);
     int rc = write_all(w, s->fd, iov, iovcnt, (off_t)s->size);

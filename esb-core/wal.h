@@ -8,7 +8,8 @@
  *                 reserved and payload), so a damaged length is detected
  *   8  u32 len    payload length (<= ESB_WAL_MAX_PAYLOAD)
  *   12 u8  type   ESB_REC_*
- *   13 u8  flags
+ *   13 u8  flags  ESB_WAL_F_MORE: more records of this transaction follow;
+ *                 the low bits belong to the record type
  *   14 u16 reserved (0)
  * Segments are named %020u.seg by increasing segment number.
  *
@@ -18,7 +19,9 @@
  * after it is corruption: it is reported loudly and its bytes are copied to
  * DIR/quarantine/ before being skipped. Damage with no valid record after it
  * in the newest segment is a torn tail from a crash: the segment is cut back
- * to the end of the last valid record.
+ * to the end of the last complete transaction (a transaction is a run of
+ * records flagged ESB_WAL_F_MORE closed by one without it; it is applied
+ * all or none, and damage inside it drops all of it).
  *
  * Threading: one thread appends/syncs/rolls/deletes (the bus writer); any
  * thread may esb_wal_read concurrently. */
@@ -37,6 +40,9 @@ struct esb_wal;
 #define ESB_WAL_MAGIC       0x31425345u /* bytes "ESB1" */
 #define ESB_WAL_HDR         16
 #define ESB_WAL_MAX_PAYLOAD (64u * 1024 * 1024)
+/* Records of one transaction carry this flag, all but the last. Recovery
+ * applies a transaction only when its last record is there and whole. */
+#define ESB_WAL_F_MORE 0x80
 
 enum esb_rec_type {
     ESB_REC_MSG = 1,   /* enqueue a message to one or more queues */
