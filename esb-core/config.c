@@ -504,6 +504,8 @@ static void check_routes(struct loader *l)
 int esb_config_load(const char *path, struct esb_config **out, struct esb_diags *d)
 {
     struct esb__config_src src = {0};
+    struct esb_diags none = {0};
+    if (!d) d = &none; /* the caller does not want the messages */
     struct config_priv *p = esb_calloc(1, sizeof(*p));
     struct loader l = {.p = p, .d = d};
     struct esb_config *c = &p->pub;
@@ -555,6 +557,7 @@ out:
     if (d->n > before || rc < 0) {
         if (d->n == before) esb_diag_add(d, path, 0, NULL, "cannot load the configuration");
         config_free(p);
+        esb_diags_free(&none);
         return ESB_EINVAL;
     }
     *out = c;

@@ -398,6 +398,10 @@ static void test_generated(void)
        "a missing file: refused (%s)", d.n ? d.msgs[0] : "");
     esb_diags_free(&d);
 
+    cfg = (struct esb_config *)&d;
+    rc = esb_config_load(tmp_path("absent.xml"), &cfg, NULL);
+    ok(rc == ESB_EINVAL && cfg == NULL, "NULL diagnostics list: still fails cleanly");
+
     /* The schema is found without ESB_SCHEMA (uninstalled build), and a
      * wrong ESB_SCHEMA is reported. */
     char *saved = strdup(getenv("ESB_SCHEMA"));
