@@ -355,7 +355,7 @@ int esb_runtime_start(struct esb_config *cfg, void (*on_fatal)(void *ctx, const 
     *out = NULL;
     struct esb_runtime *rt = esb_calloc(1, sizeof(*rt));
     pthread_mutex_init(&rt->lock, NULL);
-    struct esb_bus_opts bo;
+    struct esb_bus_opts bo = {0};
     esb_config_bus_opts(cfg, &bo);
     bo.on_fatal = on_fatal;
     bo.fatal_ctx = fatal_ctx;

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Content-based routing end to end: a real esbd on loopback, driven by curl.
+# XML by XPath, JSON by JSON path, text by regex and by header, topic fan-out
+# to two routes, queue hand-off, file-out; 404/405/413 answers.
+. "$(dirname "$0")/lib.sh"
+esb_setup
+mkdir -p "$T/out-big" "$T/out-small" "$T/out-eu" "$T/out-urgent" "$T/out-hdr" \
+    "$T/out-a" "$T/out-b" "$T/out-other" "$T/out-q"
+write_config <<'XML'
+<esb xmlns="urn:esb:config:1">
+  <log level="info"/>
+  <bus dir="@T@/bus"/>
+  <workers count="2"/>
+  <connectors>
+    <http-in id="web" listen="127.0.0.1:@PORT@" max-body="1KB"/>
+    <file-out id="big" dir="@T@/out-big"/>
+    <file-out id="small" dir="@T@/out-small"/>
+    <file-out id="eu" dir="@T@/out-eu"/>
+    <file-out id="urgent" dir="@T@/out-urgent"/>
+    <file-out id="hdr" dir="@T@/out-hdr"/>
+    <file-out id="a" dir="@T@/out-a"/>
+    <file-out id="b" dir="@T@/out-b"/>
+    <file-out id="other" dir="@T@/out-other"/>
+    <file-out id="q" dir="@T@/out-q"/>
+  </connectors>
+  <route id="xml-orders" from="http-in:web" path="/xml">
+    <choice>
+      <when xpath="/order/total &gt; 1000"><to uri="file-out:big"/></when>
+      <otherwise><to uri="file-out:small"/></otherwise>
+    </choice>
+  </route>
+  <route id="json-orders" from="http-in:web" path="/json">
+    <choice>
+      <when json="$.region" equals="EU"><to uri="topic:eu"/></when>
+      <otherwise><to uri="queue:rest"/></otherwise>
+    </choice>
+  </route>
+  <route id="text" from="http-in:web" path="/text">
+    <choice>
+      <when regex="^URGENT:"><to uri="file-out:urgent"/></when>
+      <when header="x-kind" equals="audit"><to uri="file-out:hdr"/></when>
+      <otherwise><to uri="file-out:other"/></otherwise>
+    </choice>
+  </route>
+  <route id="eu-a" from="topic:eu"><to uri="file-out:a"/></route>
+  <route id="eu-b" from="topic:eu"><to uri="file-out:b"/></route>
+  <route id="rest" from="queue:rest"><to uri="file-out:q"/></route>
+</esb>
+XML
+esbd_start
+
+ok "XML total 5000 accepted (202)" [ "$(post /xml '<order><total>5000</total></order>' application/xml)" = 202 ]
+ok "202 body carries the message id" grep -q '"id"' "$T/last-body"
+ok "XML total 10 accepted" [ "$(post /xml '<order><total>10</total></order>' application/xml)" = 202 ]
+ok "XPath: big order routed to out-big" wait_for 50 dir_has "$T/out-big" "<total>5000</total>"
+ok "XPath: small order routed to out-small" wait_for 50 dir_has "$T/out-small" "<total>10</total>"
+ok "XPath: big not in small" not dir_has "$T/out-small" "5000"
+
+ok "JSON EU accepted" [ "$(post /json '{"region":"EU","n":1}' application/json)" = 202 ]
+ok "JSON US accepted" [ "$(post /json '{"region":"US","n":2}' application/json)" = 202 ]
+ok "topic fan-out: subscriber a got the EU order" wait_for 50 dir_has "$T/out-a" '"region":"EU"'
+ok "topic fan-out: subscriber b got the EU order" wait_for 50 dir_has "$T/out-b" '"region":"EU"'
+ok "queue hand-off: US order reached the queue route" wait_for 50 dir_has "$T/out-q" '"region":"US"'
+ok "US order not on the topic" not dir_has "$T/out-a" '"region":"US"'
+
+ok "text URGENT accepted" [ "$(post /text 'URGENT: disk full')" = 202 ]
+ok "text with header accepted" [ "$(post /text 'routine' text/plain -H 'x-kind: audit')" = 202 ]
+ok "text plain accepted" [ "$(post /text 'hello')" = 202 ]
+ok "regex routes URGENT" wait_for 50 dir_has "$T/out-urgent" "URGENT: disk full"
+ok "header routes audit" wait_for 50 dir_has "$T/out-hdr" "routine"
+ok "otherwise catches the rest" wait_for 50 dir_has "$T/out-other" "hello"
+
+ok "unknown path answers 404" [ "$(post /nope 'x')" = 404 ]
+ok "GET answers 405" [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/xml")" = 405 ]
+big=$(head -c 5000 /dev/zero | tr '\0' 'x')
+ok "body over max-body answers 413" [ "$(post /text "$big")" = 413 ]
+ok "esbd still alive" esbd_alive
+ok "exactly one file per routed message in out-big" [ "$(count_files "$T/out-big")" = 1 ]
+ok "clean stop on SIGTERM" esbd_stop
+done_testing
