@@ -4,6 +4,9 @@
  *   esbctl check FILE            load and check a config file, print its errors
  *   esbctl config-doc            print the config reference (docs/config.md)
  *   esbctl queues [--data DIR]   list the queues of a bus directory
+ *   esbctl browse QUEUE [--data DIR] [--limit N]
+ *                                print a queue's entries (e.g. a dead-letter
+ *                                queue with its reasons) as JSON lines
  *
  * `queues` opens the bus directory itself, read-write, exactly as esbd does
  * (recovery runs and may cut a torn tail), so esbd must NOT be running on
@@ -22,7 +25,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "bus.h"
+#include "msg.h"
 #include "log.h"
 #include "util.h"
 
@@ -50,6 +56,11 @@ static void usage(FILE *out)
         "                       with their entries, ready, waiting and bytes.\n"
         "                       Opens the bus directory itself: esbd must not be\n"
         "                       running on DIR.\n"
+        "  browse QUEUE [--data DIR] [--limit N]\n"
+        "                       print the entries of QUEUE (default at most 1000) as\n"
+        "                       JSON lines: seq, id, attempt, reason and origin for\n"
+        "                       dead letters, headers and the first 1 KiB of the body.\n"
+        "                       Like queues, esbd must not be running on DIR.\n"
         "\n"
         "Exit status: 0 ok, 1 the command failed (check: the config has errors),\n"
         "2 bad arguments, 70 fatal bus error.\n");
@@ -104,6 +115,31 @@ static int cmp_row(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
+/* Open the existing bus in data (never create one). NULL on error, printed. */
+static struct esb_bus *open_existing_bus(const char *data)
+{
+    /* Never create a bus by accident: the directory must exist. */
+    struct stat st;
+    if (stat(data, &st) < 0) {
+        fprintf(stderr, "esbctl: no bus directory %s: %s\n", data, strerror(errno));
+        return NULL;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "esbctl: %s is not a directory\n", data);
+        return NULL;
+    }
+    struct esb_bus_opts opts = {.dir = data, .fsync = ESB_FSYNC_ALWAYS, .on_fatal = on_fatal};
+    struct esb_bus *bus = NULL;
+    struct esb_err err = {0};
+    int rc = esb_bus_open(&opts, &bus, &err);
+    if (rc < 0) {
+        fprintf(stderr, "esbctl: cannot open bus %s: %s\n", data,
+                err.msg[0] ? err.msg : esb_strerror(rc));
+        return NULL;
+    }
+    return bus;
+}
+
 static int cmd_queues(int argc, char **argv)
 {
     enum { OPT_DATA = 256, OPT_HELP };
@@ -135,26 +171,8 @@ static int cmd_queues(int argc, char **argv)
     }
     if (optind < argc) usage_error("queues takes no arguments", argv[optind]);
 
-    /* Never create a bus by accident: the directory must exist. */
-    struct stat st;
-    if (stat(data, &st) < 0) {
-        fprintf(stderr, "esbctl: no bus directory %s: %s\n", data, strerror(errno));
-        return ESBCTL_EXIT_FAIL;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "esbctl: %s is not a directory\n", data);
-        return ESBCTL_EXIT_FAIL;
-    }
-
-    struct esb_bus_opts opts = {.dir = data, .fsync = ESB_FSYNC_ALWAYS, .on_fatal = on_fatal};
-    struct esb_bus *bus = NULL;
-    struct esb_err err = {0};
-    int rc = esb_bus_open(&opts, &bus, &err);
-    if (rc < 0) {
-        fprintf(stderr, "esbctl: cannot open bus %s: %s\n", data,
-                err.msg[0] ? err.msg : esb_strerror(rc));
-        return ESBCTL_EXIT_FAIL;
-    }
+    struct esb_bus *bus = open_existing_bus(data);
+    if (!bus) return ESBCTL_EXIT_FAIL;
 
     struct queue_list l = {0};
     esb_bus_queues(bus, collect_queue, &l);
@@ -179,6 +197,95 @@ static int cmd_queues(int argc, char **argv)
         return ESBCTL_EXIT_FAIL;
     }
     return 0;
+}
+
+/* ---- browse ---- */
+
+struct browse_ctx {
+    long limit, shown;
+};
+
+/* Print one entry as a JSON line: the metadata, headers and a body excerpt
+ * (first 1 KiB; bytes that are not printable ASCII shown as '.'). */
+static int print_entry(void *ctx, const struct esb_entry *e)
+{
+    struct browse_ctx *b = ctx;
+    const struct esb_msg *m = e->msg;
+    json_t *o = json_object(), *h = json_object();
+    json_object_set_new(o, "seq", json_integer((json_int_t)e->seq));
+    json_object_set_new(o, "id", json_string(m->id_text));
+    json_object_set_new(o, "queue", json_string(e->queue));
+    json_object_set_new(o, "attempt", json_integer(e->attempt));
+    json_object_set_new(o, "enqueued_ms", json_integer((json_int_t)e->enqueued_ms));
+    if (e->reason) json_object_set_new(o, "reason", json_string(e->reason));
+    if (e->dead_from) json_object_set_new(o, "dead_from", json_string(e->dead_from));
+    json_object_set_new(o, "content_type", json_string(m->content_type));
+    for (size_t i = 0; i < m->nheaders; i++)
+        json_object_set_new(h, m->headers[i].name, json_string(m->headers[i].value));
+    json_object_set_new(o, "headers", h);
+    size_t n = m->body->len < 1024 ? m->body->len : 1024;
+    char *ex = esb_malloc(n + 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = m->body->data[i];
+        ex[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '.';
+    }
+    ex[n] = '\0';
+    json_object_set_new(o, "body_bytes", json_integer((json_int_t)m->body->len));
+    json_object_set_new(o, "body", json_string(ex));
+    free(ex);
+    char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (line) puts(line);
+    free(line);
+    json_decref(o);
+    return ++b->shown >= b->limit;
+}
+
+static int cmd_browse(int argc, char **argv)
+{
+    enum { OPT_DATA = 256, OPT_LIMIT, OPT_HELP };
+    static const struct option long_opts[] = {
+        {"data", required_argument, NULL, OPT_DATA},
+        {"limit", required_argument, NULL, OPT_LIMIT},
+        {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    const char *data = ESBCTL_DEFAULT_DATA;
+    struct browse_ctx b = {.limit = 1000};
+    int c;
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_DATA:
+            data = optarg;
+            break;
+        case OPT_LIMIT: {
+            char *end;
+            b.limit = strtol(optarg, &end, 10);
+            if (*end || b.limit < 1) usage_error("--limit needs a positive number", optarg);
+            break;
+        }
+        case 'h':
+        case OPT_HELP:
+            usage(stdout);
+            return 0;
+        case ':':
+            usage_error("option needs an argument", argv[optind - 1]);
+        default:
+            usage_error("unknown option", argv[optind - 1]);
+        }
+    }
+    if (optind + 1 != argc) usage_error("browse takes one QUEUE", NULL);
+    const char *queue = argv[optind];
+    struct esb_bus *bus = open_existing_bus(data);
+    if (!bus) return ESBCTL_EXIT_FAIL;
+    int rc = esb_bus_browse(bus, queue, print_entry, &b);
+    esb_bus_close(bus);
+    if (rc == ESB_ENOTFOUND) {
+        fprintf(stderr, "esbctl: no queue %s in %s\n", queue, data);
+        return ESBCTL_EXIT_FAIL;
+    }
+    return rc < 0 ? ESBCTL_EXIT_FAIL : 0;
 }
 
 /* ---- check, config-doc ---- */
@@ -254,6 +361,7 @@ static const struct {
     {"check", cmd_check},
     {"config-doc", cmd_config_doc},
     {"queues", cmd_queues},
+    {"browse", cmd_browse},
 };
 
 int main(int argc, char **argv)
