@@ -202,16 +202,12 @@ static void run_route(struct esb_runtime *rt, const struct handler *h,
     } else {
         for (size_t i = 0; i < res.nout; i++) {
             struct esb_route_output *o = &res.out[i];
-            if (o->kind == ESB_URI_TOPIC) {
+            /* Deliveries already carry esb-route (set by the router), which
+             * names the retry policy and dead-letter queue to use. */
+            if (o->kind == ESB_URI_TOPIC)
                 esb_txn_publish(t, rt->bus, o->bus_name, o->msg);
-            } else if (o->kind == ESB_URI_ENDPOINT) {
-                struct esb_msg *c = esb_msg_clone(o->msg);
-                esb_msg_set_header(c, "esb-route", esb_route_id(h->route));
-                esb_txn_append(t, &o->bus_name, 1, c);
-                esb_msg_unref(c);
-            } else {
+            else
                 esb_txn_append(t, &o->bus_name, 1, o->msg);
-            }
         }
         if (res.dropped)
             esb_debug("[route:%s] filtered id=%s", esb_route_id(h->route), e->msg->id_text);
