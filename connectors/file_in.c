@@ -311,6 +311,10 @@ static enum claim_result handle_claimed(struct file_in_state *st, const char *wn
         return CLAIM_RETRY;
     }
 
+    if (atomic_load(&st->stop)) { /* stopping: the claim is taken up at the next start */
+        esb_body_unref(body);
+        return CLAIM_RETRY;
+    }
     struct esb_msg *m = esb_msg_new();
     m->id = id; /* the claim's uuid: a re-accept after a crash keeps the id */
     memcpy(m->id_text, uuidtext, sizeof(uuidtext));
