@@ -7,11 +7,12 @@
  * '.', matches pattern and not exclude, and whose size and mtime stayed the
  * same for stable-for, is claimed by renaming it to .esb-work/<uuid>-<name>.
  * The claimed file is read (at most max-file-size bytes) into a message
- * whose id is that uuid, handed to esb_runtime_accept(), and only once it is
- * durable moved to done-dir. Anything that can never be accepted goes to
- * error-dir next to a "<name>.reason" file. Symbolic links, directories and
- * other non-regular entries are never opened or followed: they are moved
- * (the entry itself) to error-dir.
+ * whose id is that uuid, handed to esb_runtime_accept_marked() with the
+ * mark "file-in:<id>:<uuid>" in the same durable batch, and only once it is
+ * durable moved to done-dir. A claim found after a crash whose mark exists
+ * was accepted already and only moves on: no file is accepted twice. Anything that can never be
+ * accepted goes to error-dir next to a "<name>.reason" file. Symbolic links, directories and other
+ * non-regular entries are never opened or followed: they are moved (the entry itself) to error-dir.
  *
  * Waiting: inotify on dir shortens the wait; the directory is polled every
  * poll-interval in any case (inotify may be unavailable or overflow).
@@ -121,20 +122,24 @@ static uint64_t mono_ms(void)
 
 /* ---- exactly-once hook ---- */
 
-/* Has the message for the claimed file wname (message id = its claim uuid)
- * already been made durable by an earlier run? Crash recovery asks this
- * before accepting a file found in .esb-work/. Today nothing records that,
- * so the answer is "no" and such a file is accepted again (at-least-once:
- * a crash between the accept and the move to done-dir duplicates one
- * message, with the same message id). To make it exactly-once the runtime
- * can write an idempotency mark (esb_txn_mark, key "file-in:<ep>:<uuid>")
- * in the accept's transaction and this function test esb_bus_marked(). */
-static int already_accepted(const struct file_in_state *st, const esb_uuid_t *id, const char *wname)
+#define CLAIM_MARK_TTL_MS (7ull * 24 * 3600 * 1000) /* a week: far beyond any restart */
+
+/* The idempotency mark written with the accept of claim uuid of ep. */
+static void claim_key(const struct file_in_state *st, const char *uuidtext, char *out, size_t n)
 {
-    (void)st;
-    (void)id;
-    (void)wname;
-    return 0;
+    snprintf(out, n, "file-in:%s:%s", st->ep->id, uuidtext);
+}
+
+/* Has the message for the claimed file (message id = its claim uuid)
+ * already been made durable by an earlier run? The accept writes a mark
+ * in the same durable batch as the message, so after a crash between the
+ * accept and the move to done-dir the claim is finished without accepting
+ * it twice. */
+static int already_accepted(const struct file_in_state *st, const char *uuidtext)
+{
+    char key[400];
+    claim_key(st, uuidtext, key, sizeof(key));
+    return esb_runtime_marked(st->rt, key);
 }
 
 /* ---- moving files out ---- */
@@ -270,7 +275,7 @@ static enum claim_result handle_claimed(struct file_in_state *st, const char *wn
     const char *name = wname + ESB_UUID_STRLEN + 1;
 
     long acc = find_accepted(st, wname);
-    if (acc >= 0 || already_accepted(st, &id, wname)) {
+    if (acc >= 0 || already_accepted(st, uuidtext)) {
         if (to_done_dir(st, wname, name, uuidtext) != 0) {
             if (acc < 0) remember_accepted(st, wname);
             return CLAIM_RETRY;
@@ -322,7 +327,10 @@ static enum claim_result handle_claimed(struct file_in_state *st, const char *wn
     esb_msg_set_content_type(m, conf->content_type ? conf->content_type : "");
     esb_msg_set_header(m, "esb-file-name", name);
     esb_msg_set_header(m, "esb-source", st->ep->id);
-    rc = esb_runtime_accept(st->rt, st->ep, NULL, m, &err);
+    char key[400];
+    claim_key(st, uuidtext, key, sizeof(key));
+    rc = esb_runtime_accept_marked(st->rt, st->ep, NULL, m, key, esb_now_ms() + CLAIM_MARK_TTL_MS,
+                                   &err);
     esb_msg_unref(m);
     if (rc == 0) {
         st->warned_full = 0;
@@ -729,8 +737,8 @@ static int file_in_start(struct esb_endpoint *ep, struct esb_runtime *rt, struct
     esb_info("file-in=%s watching=%s done=%s error=%s", ep->id, st->in.path, st->done.path,
              st->error.path);
     if (claims > 0)
-        esb_warn("file-in=%s found %zu claimed files from an earlier run in %s: accepting them "
-                 "again (at-least-once)",
+        esb_warn("file-in=%s found %zu claimed files from an earlier run in %s: finishing them "
+                 "(those already accepted are only moved to done-dir)",
                  ep->id, claims, st->work.path);
     return 0;
 fail:

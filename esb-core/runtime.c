@@ -48,14 +48,19 @@ struct running {
 
 struct esb_runtime {
     struct esb_bus *bus;
-    pthread_mutex_t lock; /* gen, running */
+    /* lock guards only the gen pointer (held for a moment; connector threads
+     * take it). switch_lock serialises reloads and guards running; it may be
+     * held while endpoints stop, which waits for their threads, so those
+     * threads must never need it. */
+    pthread_mutex_t lock, switch_lock;
     struct generation *gen;
     _Atomic unsigned version;
     struct running *running;
     size_t nrunning;
     pthread_t *workers;
     size_t nworkers;
-    _Atomic int stopping;
+    _Atomic int stopping;     /* no new input */
+    _Atomic int workers_stop; /* workers exit */
 };
 
 static const struct esb_retry_policy default_retry = {
@@ -251,7 +256,7 @@ static void *worker_main(void *arg)
     struct generation *g = NULL;
     struct esb_route_scratch *scratch = NULL;
     unsigned seen = ~0u;
-    while (!atomic_load(&rt->stopping)) {
+    while (!atomic_load(&rt->workers_stop)) {
         if (atomic_load(&rt->version) != seen) {
             gen_unref(g);
             esb_route_scratch_free(scratch);
@@ -287,7 +292,7 @@ static void stop_running(struct running *r)
 
 /* Switch the set of running inbound endpoints to those of cfg: keep those
  * that are the same, stop the others, start the new ones. On failure the
- * old set is restored and an error returned. Lock held by the caller. */
+ * old set is restored and an error returned. switch_lock held by the caller. */
 static int switch_endpoints(struct esb_runtime *rt, struct esb_config *cfg, struct esb_err *err)
 {
     size_t cap = cfg->nendpoints, n = 0;
@@ -351,6 +356,7 @@ int esb_runtime_start(struct esb_config *cfg, void (*on_fatal)(void *ctx, const 
     *out = NULL;
     struct esb_runtime *rt = esb_calloc(1, sizeof(*rt));
     pthread_mutex_init(&rt->lock, NULL);
+    pthread_mutex_init(&rt->switch_lock, NULL);
     struct esb_bus_opts bo = {0};
     esb_config_bus_opts(cfg, &bo);
     bo.on_fatal = on_fatal;
@@ -372,9 +378,9 @@ int esb_runtime_start(struct esb_config *cfg, void (*on_fatal)(void *ctx, const 
         }
         rt->nworkers++;
     }
-    pthread_mutex_lock(&rt->lock);
+    pthread_mutex_lock(&rt->switch_lock);
     rc = switch_endpoints(rt, cfg, err);
-    pthread_mutex_unlock(&rt->lock);
+    pthread_mutex_unlock(&rt->switch_lock);
     if (rc < 0) goto fail;
     esb_info("runtime started routes=%zu endpoints=%zu workers=%zu", cfg->nroutes, cfg->nendpoints,
              nw);
@@ -388,7 +394,7 @@ fail:
 int esb_runtime_reload(struct esb_runtime *rt, struct esb_config *cfg, struct esb_err *err)
 {
     struct generation *g = gen_build(cfg);
-    pthread_mutex_lock(&rt->lock);
+    pthread_mutex_lock(&rt->switch_lock);
     if (strcmp(cfg->bus.dir, rt->gen->cfg->bus.dir) != 0)
         esb_warn("reload: bus dir changed (%s -> %s); bus settings apply at the next start",
                  rt->gen->cfg->bus.dir, cfg->bus.dir);
@@ -396,15 +402,17 @@ int esb_runtime_reload(struct esb_runtime *rt, struct esb_config *cfg, struct es
     gen_subscribe(rt->bus, g, NULL);
     int rc = switch_endpoints(rt, cfg, err);
     if (rc < 0) {
-        pthread_mutex_unlock(&rt->lock);
+        pthread_mutex_unlock(&rt->switch_lock);
         gen_unref(g);
         return rc;
     }
     struct generation *old = rt->gen;
     gen_subscribe(rt->bus, g, old);
+    pthread_mutex_lock(&rt->lock);
     rt->gen = g;
     atomic_fetch_add(&rt->version, 1);
     pthread_mutex_unlock(&rt->lock);
+    pthread_mutex_unlock(&rt->switch_lock);
     esb_info("reloaded config=%s routes=%zu endpoints=%zu", cfg->path, cfg->nroutes,
              cfg->nendpoints);
     gen_unref(old);
@@ -414,18 +422,22 @@ int esb_runtime_reload(struct esb_runtime *rt, struct esb_config *cfg, struct es
 void esb_runtime_stop(struct esb_runtime *rt)
 {
     if (!rt) return;
-    pthread_mutex_lock(&rt->lock);
+    /* Refuse new input first (accept answers ECLOSED), then stop the
+     * endpoints without holding the lock their threads may need. */
+    atomic_store(&rt->stopping, 1);
+    pthread_mutex_lock(&rt->switch_lock);
     for (size_t i = 0; i < rt->nrunning; i++) stop_running(&rt->running[i]);
     free(rt->running);
     rt->running = NULL;
     rt->nrunning = 0;
-    pthread_mutex_unlock(&rt->lock);
-    atomic_store(&rt->stopping, 1);
+    pthread_mutex_unlock(&rt->switch_lock);
+    atomic_store(&rt->workers_stop, 1);
     for (size_t i = 0; i < rt->nworkers; i++) pthread_join(rt->workers[i], NULL);
     free(rt->workers);
     esb_bus_close(rt->bus);
     gen_unref(rt->gen);
     pthread_mutex_destroy(&rt->lock);
+    pthread_mutex_destroy(&rt->switch_lock);
     free(rt);
 }
 
