@@ -146,3 +146,111 @@ count_files() { find "$1" -maxdepth 1 -type f ! -name '.*' 2>/dev/null | wc -l; 
 
 # Does any file in DIR contain STRING?
 dir_has() { grep -rqF -- "$2" "$1" 2>/dev/null; }
+
+# ---- more helpers: headers, ids, the DLQ, memory, background loads ----
+
+# POST like post, also keeping the response headers in $T/last-headers
+# (lowercased names); prints the HTTP status.
+post_h() {
+    local path=$1 body=$2 ct=${3:-text/plain}
+    shift 3 2>/dev/null || shift $#
+    curl -s -D "$T/last-headers.raw" -o "$T/last-body" -w '%{http_code}' --max-time 20 \
+        -X POST -H "Content-Type: $ct" --data-binary "$body" "$@" \
+        "http://127.0.0.1:$PORT$path"
+    tr -d '\r' <"$T/last-headers.raw" | awk -F': ' '{ $1 = tolower($1) } 1' OFS=': ' \
+        >"$T/last-headers"
+}
+
+# POST the contents of a file: post_file PATH FILE [CONTENT-TYPE]; prints the status.
+post_file() {
+    curl -s -o "$T/last-body" -w '%{http_code}' --max-time 20 -X POST \
+        -H "Content-Type: ${3:-application/octet-stream}" --data-binary "@$2" \
+        "http://127.0.0.1:$PORT$1"
+}
+
+# The message id in the last 202 answer's body ({"id":"..."}).
+last_id() { sed -n 's/.*"id":"\([^"]*\)".*/\1/p' "$T/last-body"; }
+
+# Value of a response header of the last post_h: header_of NAME (lowercase).
+header_of() { sed -n "s/^$1: //p" "$T/last-headers" | head -1; }
+
+# esbctl browse QUEUE on the test's bus ($T/bus). esbd must be stopped.
+browse() { "$ESBCTL" browse "$1" --data "$T/bus" "${@:2}"; }
+
+# Resident set size of the running esbd, in KiB.
+esbd_rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$ESBD_PID/status"; }
+
+# Does esbd's log match an extended regex?
+log_has() { grep -Eq -- "$1" "$T/esbd.log"; }
+
+# Start esbd and publish its port in $T/port (background loads read it, as
+# a restart may have to move to another port).
+esbd_start_tracked() {
+    esbd_start "$@"
+    echo "$PORT" >"$T/port.new"
+    mv "$T/port.new" "$T/port"
+}
+
+# Background jobs of the test: bg_start CMD... runs CMD in the background and
+# remembers its pid; bg_stop_all asks them to stop ($T/stop-load) and waits.
+# A job's loop must check [ -e "$T/stop-load" ]. esb_setup_bg = esb_setup
+# plus stopping the jobs on exit.
+_bg_pids=()
+bg_start() {
+    "$@" &
+    _bg_pids+=($!)
+}
+bg_stop_all() {
+    [ -n "$T" ] && [ -d "$T" ] && touch "$T/stop-load"
+    local p
+    for p in "${_bg_pids[@]}"; do wait "$p" 2>/dev/null; done
+    _bg_pids=()
+}
+esb_setup_bg() {
+    esb_setup
+    trap 'bg_stop_all; cleanup' EXIT
+}
+
+# A client that POSTs the bodies PREFIX-FIRST .. PREFIX-LAST to PATH in order,
+# retrying each body (like a real client) until it is answered 202, and
+# appends each answered body to $T/acked.PREFIX. Gives up on a body after
+# 200 failed tries (logged to $T/gaveup.PREFIX). Stops early on $T/stop-load.
+load_client() {
+    local prefix=$1 path=$2 i=$3 last=$4 code tries port
+    while [ "$i" -le "$last" ] && [ ! -e "$T/stop-load" ]; do
+        tries=0
+        while [ ! -e "$T/stop-load" ]; do
+            port=$(<"$T/port")
+            code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X POST \
+                -H 'Content-Type: text/plain' --data-binary "$prefix-$i" \
+                "http://127.0.0.1:$port$path" 2>/dev/null)
+            [ "$code" = 202 ] && { echo "$prefix-$i" >>"$T/acked.$prefix"; break; }
+            tries=$((tries + 1))
+            [ "$tries" -ge 200 ] && { echo "$prefix-$i $code" >>"$T/gaveup.$prefix"; break; }
+            sleep 0.05
+        done
+        i=$((i + 1))
+    done
+}
+
+# Every file's content in DIR (not recursive, no dotfiles), one line each,
+# sorted (bodies are single lines without a newline).
+dir_bodies() {
+    find "$1" -maxdepth 1 -type f ! -name '.*' -exec awk '{ print }' {} + 2>/dev/null | sort
+}
+
+# Lines of sorted file A that are missing from sorted file B.
+missing_lines() { comm -23 <(sort -u "$1") <(sort -u "$2"); }
+
+# Number of extra copies among the lines of a sorted file (sum of count-1).
+dup_count() { uniq -c "$1" | awk '$1 > 1 { d += $1 - 1 } END { print d + 0 }'; }
+
+# For wait_for (its arguments are expanded once, so test inside a function):
+# count_is DIR N - DIR holds exactly N files; post_is CODE PATH BODY [CT [args]]
+# - a POST (made now) is answered CODE.
+count_is() { [ "$(count_files "$1")" = "$2" ]; }
+post_is() {
+    local want=$1
+    shift
+    [ "$(post_h "$@")" = "$want" ]
+}
