@@ -132,6 +132,53 @@ static const struct handler *gen_handler(const struct generation *g, const char 
     return NULL;
 }
 
+/* Strings equal, NULL counting as "". */
+static int same_str(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+/* Entries waiting on the input queue of an inbound route that the new
+ * config g no longer has (renamed or replaced: same endpoint and path,
+ * another id) would wait forever, as no worker consumes that queue any
+ * more. The route of g that now takes that source runs them (and any
+ * message accepted under the old generation but appended after the
+ * switch). Called before g is published. */
+static void gen_adopt(struct esb_bus *bus, struct generation *g, const struct generation *old)
+{
+    size_t before = g->nhandlers;
+    for (size_t i = 0; i < old->nhandlers; i++) {
+        const struct handler *h = &old->handlers[i];
+        if (!h->route || gen_handler(g, h->queue)) continue;
+        const struct esb_route_source *s = esb_route_source(h->route);
+        if (s->kind != ESB_URI_INBOUND) continue;
+        struct esb_queue_info qi = {0};
+        int has = esb_bus_queue_info(bus, h->queue, &qi) == 0 && qi.entries > 0;
+        if (h->owned && !has) continue; /* adopted earlier and now empty: done */
+        const struct esb_route *r = NULL;
+        for (size_t j = 0; j < g->cfg->nroutes && !r; j++) {
+            const struct esb_route_source *t = esb_route_source(g->cfg->routes[j]);
+            if (t->kind == ESB_URI_INBOUND && strcmp(t->name, s->name) == 0 &&
+                same_str(t->path, s->path))
+                r = g->cfg->routes[j];
+        }
+        if (!r) {
+            if (has)
+                esb_warn("reload: %llu entries on %s stay queued: no route takes %s%s%s any more",
+                         (unsigned long long)qi.entries, h->queue, s->name, s->path ? " at " : "",
+                         s->path ? s->path : "");
+            continue;
+        }
+        char *q = esb_strdup(h->queue);
+        add_handler(g, q, r, NULL, q);
+        esb_info("reload: entries left on %s are routed by route %s", h->queue, esb_route_id(r));
+    }
+    if (g->nhandlers == before) return;
+    free(g->queues);
+    g->queues = esb_calloc(g->nhandlers, sizeof(*g->queues));
+    for (size_t i = 0; i < g->nhandlers; i++) g->queues[i] = g->handlers[i].queue;
+}
+
 /* Subscribe the topic routes of g (and unsubscribe those of old not in g). */
 static void gen_subscribe(struct esb_bus *bus, const struct generation *g,
                           const struct generation *old)
@@ -407,6 +454,7 @@ int esb_runtime_reload(struct esb_runtime *rt, struct esb_config *cfg, struct es
         return rc;
     }
     struct generation *old = rt->gen;
+    gen_adopt(rt->bus, g, old);
     gen_subscribe(rt->bus, g, old);
     pthread_mutex_lock(&rt->lock);
     rt->gen = g;
