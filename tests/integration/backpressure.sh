@@ -90,7 +90,7 @@ n503=$(wc -l <"$T/q-503")
 diag "queue limit 4: $n202 accepted, $n503 refused of 30"
 ok "some POSTs accepted before the queues filled" [ "$n202" -ge 1 ]
 ok "accepted no more than the two queue limits allow (route input + delivery queue, 4 each)" [ "$n202" -le 8 ]
-ok "the rest answered 503" [ $((n202 + n503)) = 30 ] && [ "$n503" -ge 22 ]
+ok "the rest answered 503" eval '[ $((n202 + n503)) = 30 ] && [ "$n503" -ge 22 ]'
 ok "every 503 carried Retry-After: 1" [ "$bad_ra" = 0 ]
 ok "the 503 names the full queue" grep -q 'queue [^ ]* full' "$T/last-body"
 ok "deliveries were held (retrying)" wait_for 30 log_has "delivery failed id=.*retry in"

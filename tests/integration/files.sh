@@ -109,8 +109,9 @@ ok "no hidden or dot-dot name in the output dir" [ -z "$(find "$T/named" -mindep
 ok "no subdirectory created in the output dir" [ -z "$(find "$T/named" -mindepth 1 -type d)" ]
 ok "sanitized name holds its payload" dir_has "$T/named" "payload for ../../esb-escape-$$"
 diag "names written: $(ls "$T/named" | tr '\n' ' ')"
-ok "empty name is refused (dead-lettered), not written" [ "$(post /named 'empty-name' text/plain -H 'x-name;')" = 202 ]
-ok "empty-name message dead-lettered" wait_for 50 log_has "dead-lettered.*dlq\.named"
+ok "a message whose name renders empty is accepted" [ "$(post /named 'empty-name' text/plain -H 'x-name;')" = 202 ]
+ok "...then dead-lettered" wait_for 50 log_has "dead-lettered.*dlq\.named"
+ok "...and not written" [ "$(count_files "$T/named")" = 6 ]
 ok "esbd still alive" esbd_alive
 ok "clean stop" esbd_stop
 

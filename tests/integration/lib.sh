@@ -254,3 +254,9 @@ post_is() {
     shift
     [ "$(post_h "$@")" = "$want" ]
 }
+
+# routed PATH BODY DIR [CT]: a POST of BODY is answered 202 and BODY then
+# shows up in a file in DIR (5 s at most).
+routed() {
+    [ "$(post "$1" "$2" "${4:-text/plain}")" = 202 ] && wait_for 50 dir_has "$3" "$2"
+}

@@ -8,6 +8,8 @@
 #      answered 202 is delivered exactly once (in out-a or out-b, never both,
 #      never twice), none is lost, every message POSTed after the reload
 #      took effect goes to out-b, and no request is refused.
+#   c. A reload that renames the route (same path) while messages wait on
+#      its input queue: the new route takes them over, none is stranded.
 . "$(dirname "$0")/lib.sh"
 esb_setup_bg
 mkdir -p "$T/out-a" "$T/out-b"
@@ -39,29 +41,26 @@ hup_and_wait() {
 
 config a
 esbd_start_tracked
-ok "config A routes to out-a" [ "$(post /in before-reloads)" = 202 ] && wait_for 50 dir_has "$T/out-a" before-reloads
+ok "config A routes to out-a" routed /in before-reloads "$T/out-a"
 
 # ---- a. broken configs ----
 config b 'bogus="1"'
 ok "unknown attribute: reload refused" hup_and_wait "running config stays in force"
 ok "the log names FILE:8 (the line of the bad attribute)" log_has "esb\.xml:8:.*bogus"
-ok "old routes still route: a POST goes to out-a" [ "$(post /in after-bad-attr)" = 202 ] &&
-    wait_for 50 dir_has "$T/out-a" after-bad-attr
+ok "old routes still route: a POST goes to out-a" routed /in after-bad-attr "$T/out-a"
 ok "...and not to out-b" not dir_has "$T/out-b" after-bad-attr
 
 config b
 sed -i '9s|</connectors>|</connectorz>|' "$T/esb.xml"
 ok "XML not well-formed: reload refused" hup_and_wait "running config stays in force"
 ok "the log names FILE:9" log_has "esb\.xml:9:"
-ok "old routes still route" [ "$(post /in after-bad-xml)" = 202 ] &&
-    wait_for 50 dir_has "$T/out-a" after-bad-xml
+ok "old routes still route" routed /in after-bad-xml "$T/out-a"
 
 config b
 sed -i '10s|<to uri="file-out:b"/>|<to uri="queue:nowhere"/>|' "$T/esb.xml"
 ok "queue without a consumer: reload refused" hup_and_wait "running config stays in force"
 ok "the log names FILE:10 and the queue" log_has "esb\.xml:10:.*nowhere"
-ok "old routes still route" [ "$(post /in after-bad-queue)" = 202 ] &&
-    wait_for 50 dir_has "$T/out-a" after-bad-queue
+ok "old routes still route" routed /in after-bad-queue "$T/out-a"
 ok "no refused config ever reached out-b" [ "$(count_files "$T/out-b")" = 0 ]
 ok "esbd alive after three bad reloads" esbd_alive
 
@@ -98,7 +97,7 @@ total=$(wc -l <"$T/requests")
 awk '$2 == 202 { print $3 }' "$T/requests" | sort >"$T/ids-202"
 n202=$(wc -l <"$T/ids-202")
 npost=$(awk '$1 == "post" && $2 == 202' "$T/requests" | wc -l)
-ok "all $((2 * K)) requests answered 202 across the reload (got $n202 of $total)" [ "$total" = $((2 * K)) ] && [ "$n202" = "$total" ]
+ok "all $((2 * K)) requests answered 202 across the reload (got $n202 of $total)" eval '[ "$total" = $((2 * K)) ] && [ "$n202" = "$total" ]'
 ok "every 202 carried a message id" [ -z "$(awk '$2 == 202 && $3 == ""' "$T/requests")" ]
 both() { [ $(($(count_files "$T/out-a") + $(count_files "$T/out-b"))) -ge "$n202" ]; }
 wait_for 100 both
@@ -106,14 +105,14 @@ ls "$T/out-a" "$T/out-b" | grep -v '^$\|:$' | sort >"$T/ids-out"
 na=$(count_files "$T/out-a")
 nb=$(count_files "$T/out-b")
 diag "delivered: $na to out-a, $nb to out-b; $npost sent after the reload took effect"
-ok "the switch happened mid-load (both outputs used)" [ "$na" -gt 0 ] && [ "$nb" -gt 0 ]
+ok "the switch happened mid-load (both outputs used)" eval '[ "$na" -gt 0 ] && [ "$nb" -gt 0 ]'
 ok "no message lost: every 202 id is delivered" [ -z "$(missing_lines "$T/ids-202" "$T/ids-out")" ]
 ok "no duplicates: no id delivered twice or to both outputs" [ -z "$(uniq -d "$T/ids-out")" ]
 ok "nothing delivered that was not answered 202" [ -z "$(missing_lines "$T/ids-out" "$T/ids-202")" ]
 ok "no suffixed copies (-1) in either output" [ -z "$(ls "$T/out-a" "$T/out-b" | grep -- '-1$')" ]
 awk '$1 == "post" && $2 == 202 { print $3 }' "$T/requests" | sort >"$T/ids-post"
-ok "every message sent after the reload took effect went to out-b" [ -n "$(ls "$T/out-b")" ] &&
-    [ -z "$(comm -12 "$T/ids-post" <(ls "$T/out-a" | sort))" ]
+ok "every message sent after the reload took effect went to out-b" \
+    eval '[ -s "$T/ids-post" ] && [ -z "$(comm -12 "$T/ids-post" <(ls "$T/out-a" | sort))" ]'
 ok "each file holds the body that was answered with its id" \
     eval 'awk '"'"'$2 == 202 { print $3, $4 }'"'"' "$T/requests" | while read -r id body; do
         f="$T/out-a/$id"; [ -f "$f" ] || f="$T/out-b/$id"
@@ -122,4 +121,60 @@ ok "esbd alive" esbd_alive
 ok "clean stop" esbd_stop
 "$ESBCTL" queues --data "$T/bus" >"$T/queues.txt"
 ok "nothing left queued, no dead letters" [ -z "$(awk 'NR > 1 && $2 != 0' "$T/queues.txt")" ]
+
+# ---- c. a reload that renames the route while messages wait on its input ----
+# Route "ra" delivers to an output that cannot be written yet (its parent is
+# a file) and queues hold at most 3 entries, so accepted messages wait both
+# in the delivery queue and on ra's input queue. The reload replaces ra by
+# "rb" on the same path, sending to out-c: what ra already routed is
+# delivered by ra's output once it can be written; what still waited on ra's
+# input is routed by rb. Each message answered 202 arrives exactly once.
+config_c() {
+    write_config <<XML
+<esb xmlns="urn:esb:config:1">
+  <log level="info"/>
+  <bus dir="@T@/bus" queue-max-entries="3"/>
+  <workers count="2"/>
+  <connectors>
+    <http-in id="web" listen="127.0.0.1:@PORT@"/>
+    <file-out id="held" dir="@T@/blocker/out"/>
+    <file-out id="c" dir="@T@/out-c"/>
+  </connectors>
+  <route id="$1" from="http-in:web" path="/in">
+    <to uri="file-out:$2"/>
+    <retry max-attempts="1000" initial-delay="50ms" max-delay="200ms"/>
+  </route>
+</esb>
+XML
+}
+echo "not a directory" >"$T/blocker"
+config_c ra held
+esbd_start_tracked
+: >"$T/c-202"
+for i in $(seq 1 10); do
+    [ "$(post /in "c-$i")" = 202 ] && echo "c-$i" >>"$T/c-202"
+done
+nc=$(wc -l <"$T/c-202")
+ok "messages wait on ra's input queue (back-pressure from the held output)" \
+    wait_for 50 log_has "back-pressure queue=route:ra"
+diag "$nc of 10 accepted before the queues filled"
+config_c rb c
+ok "reload renaming ra to rb" hup_and_wait "reloaded config="
+rm "$T/blocker"
+mkdir -p "$T/blocker"
+all_c() {
+    cat "$T"/blocker/out/* "$T"/out-c/* 2>/dev/null | tr -s '\n' | sort >"$T/c-out"
+    [ "$(wc -l <"$T/c-out")" -ge "$nc" ]
+}
+for f in $(seq 1 100); do all_c && break; sleep 0.1; done
+(cd "$T/blocker/out" && for f in *; do cat "$f"; echo; done) 2>/dev/null | grep . | sort >"$T/c-held"
+(cd "$T/out-c" && for f in *; do cat "$f"; echo; done) 2>/dev/null | grep . | sort >"$T/c-rb"
+sort -m "$T/c-held" "$T/c-rb" >"$T/c-out"
+diag "delivered by ra's output: $(wc -l <"$T/c-held"), routed by rb: $(wc -l <"$T/c-rb")"
+ok "no message stranded on the renamed route's queue: all $nc delivered" [ -z "$(missing_lines "$T/c-202" "$T/c-out")" ]
+ok "each exactly once" eval '[ -z "$(uniq -d "$T/c-out")" ] && [ "$(wc -l <"$T/c-out")" = "$nc" ]'
+ok "the waiting ones were routed by rb" [ -s "$T/c-rb" ]
+ok "clean stop" esbd_stop
+"$ESBCTL" queues --data "$T/bus" >"$T/queues.txt"
+ok "nothing left on route:ra or anywhere" [ -z "$(awk 'NR > 1 && $2 != 0' "$T/queues.txt")" ]
 done_testing
