@@ -16,6 +16,8 @@
 #ifndef ESB_CONNECTOR_H
 #define ESB_CONNECTOR_H
 
+#include <stdint.h>
+
 #include "conf_attr.h"
 #include "util.h"
 
@@ -31,6 +33,16 @@ enum esb_outcome {
 };
 
 enum esb_connector_dir { ESB_INBOUND = 1, ESB_OUTBOUND = 2 };
+
+/* What an asynchronous delivery found out. */
+struct esb_delivery {
+    enum esb_outcome outcome;
+    uint64_t retry_after_ms; /* RETRY: the destination asked to wait this long (0: policy) */
+    int status;              /* HTTP status, or 0 */
+    struct esb_err err;      /* RETRY/REJECT: what went wrong, for logs and the DLQ reason */
+};
+/* Called exactly once per started delivery, from the connector's thread. */
+typedef void (*esb_delivery_done_fn)(void *ctx, const struct esb_delivery *result);
 
 struct esb_connector_ops {
     const char *element;   /* config element and URI scheme: "http-in", "file-out", ... */
@@ -51,6 +63,14 @@ struct esb_connector_ops {
     /* Outbound: deliver m (borrowed); called from any worker thread. */
     enum esb_outcome (*deliver)(struct esb_endpoint *ep, const struct esb_msg *m,
                                 struct esb_err *err);
+    /* Outbound, asynchronous (instead of deliver): start delivering m (the
+     * connector takes a reference) and return 0; done(ctx, result) is then
+     * called exactly once from the connector's own thread. If it returns
+     * an error, done is never called. The runtime keeps at most
+     * max_in_flight(ep) deliveries started per endpoint. */
+    int (*deliver_async)(struct esb_endpoint *ep, struct esb_msg *m, esb_delivery_done_fn done,
+                         void *ctx, struct esb_err *err);
+    unsigned (*max_in_flight)(const struct esb_endpoint *ep);
     /* Free ep->state (and anything start/deliver made). NULL-safe. */
     void (*destroy)(struct esb_endpoint *ep);
 };
