@@ -109,6 +109,7 @@ void esb_txn_free(struct esb_txn *t)
     for (size_t i = 0; i < t->nops; i++) {
         for (size_t j = 0; j < t->ops[i].nqueues; j++) free(t->ops[i].queues[j]);
         free(t->ops[i].queues);
+        free(t->ops[i].key);
     }
     free(t->ops);
     free(t->recs);
@@ -150,6 +151,12 @@ static size_t txn_rec(struct esb_txn *t, uint8_t type, const void *payload, size
  * so appends are encoded with seq 0 and sealed (seq + CRC) in commit. */
 void esb_txn_append(struct esb_txn *t, const char *const *queues, size_t n, const struct esb_msg *m)
 {
+    esb_txn_append_keyed(t, queues, n, m, NULL);
+}
+
+void esb_txn_append_keyed(struct esb_txn *t, const char *const *queues, size_t n,
+                          const struct esb_msg *m, const char *key)
+{
     if (n == 0) return;
     struct esb_buf p;
     esb_buf_init(&p, SIZE_MAX);
@@ -168,6 +175,7 @@ void esb_txn_append(struct esb_txn *t, const char *const *queues, size_t n, cons
         esb__put_u64(&p, 0);
         esb__put_reason(&p, NULL);
         esb__put_reason(&p, NULL);
+        esb__put_name(&p, key ? key : "");
     }
     size_t hdr = p.len, sz = esb_msg_encoded_size(m);
     if (esb_buf_reserve(&p, hdr + sz)) abort();
@@ -243,6 +251,26 @@ void esb_txn_mark(struct esb_txn *t, const char *key, uint64_t expires_ms)
     esb_buf_free(&p);
 }
 
+void esb_txn_mark_unique(struct esb_txn *t, const char *key, uint64_t expires_ms)
+{
+    struct txn_op *op = txn_op(t, OP_UNIQUE);
+    op->key = esb_strndup(key, strnlen(key, ESB__MAX_MARK_KEY));
+    esb_txn_mark(t, key, expires_ms);
+}
+
+static int pending_key_index(const struct esb_bus *bus, const char *key)
+{
+    for (size_t i = 0; i < bus->npending_keys; i++)
+        if (strcmp(bus->pending_keys[i], key) == 0) return (int)i;
+    return -1;
+}
+
+static void pending_key_drop(struct esb_bus *bus, const char *key)
+{
+    int i = pending_key_index(bus, key);
+    if (i >= 0) bus->pending_keys[i] = bus->pending_keys[--bus->npending_keys];
+}
+
 int esb_bus_marked(struct esb_bus *bus, const char *key)
 {
     pthread_mutex_lock(&bus->lock);
@@ -278,6 +306,10 @@ static void txn_unreserve(struct esb_bus *bus, struct esb_txn *t, size_t upto_op
         struct txn_op *op = &t->ops[i];
         if (op->kind == OP_RESOLVE) {
             if (op->e && op->e->ent) op->e->ent->pending = 0;
+            continue;
+        }
+        if (op->kind == OP_UNIQUE) {
+            pending_key_drop(bus, op->key);
             continue;
         }
         for (size_t j = 0; j < op->nqueues; j++) {
@@ -318,6 +350,20 @@ static int txn_admit(struct esb_bus *bus, struct esb_txn *t, struct esb_err *err
                     ei ? (unsigned long long)ei->pub.seq : 0ULL, ei ? ei->pub.queue : "?");
             }
             ei->ent->pending = 1;
+            continue;
+        }
+        if (op->kind == OP_UNIQUE) {
+            struct mark *m = esb__mark_find(bus, op->key);
+            if ((m && m->expires > esb_now_ms()) || pending_key_index(bus, op->key) >= 0) {
+                txn_unreserve(bus, t, i);
+                return esb_err_set(err, ESB_EEXIST, "key %s is already marked", op->key);
+            }
+            if (bus->npending_keys == bus->cap_pending_keys) {
+                bus->cap_pending_keys = bus->cap_pending_keys ? bus->cap_pending_keys * 2 : 16;
+                bus->pending_keys =
+                    esb_realloc(bus->pending_keys, bus->cap_pending_keys * sizeof(char *));
+            }
+            bus->pending_keys[bus->npending_keys++] = op->key;
             continue;
         }
         for (size_t j = 0; j < op->nqueues; j++) {
@@ -445,7 +491,12 @@ static void finish_list(struct esb_bus *bus, struct esb_txn *list, int rc)
     while (list) {
         struct esb_txn *next = list->next;
         bus->pending_bytes -= list->buf.len;
-        if (rc < 0) txn_unreserve(bus, list, list->nops);
+        if (rc < 0) {
+            txn_unreserve(bus, list, list->nops);
+        } else {
+            for (size_t i = 0; i < list->nops; i++)
+                if (list->ops[i].kind == OP_UNIQUE) pending_key_drop(bus, list->ops[i].key);
+        }
         if (list->detached) {
             esb_txn_free(list);
         } else {
@@ -654,6 +705,7 @@ static void bus_free(struct esb_bus *bus)
     esb__strmap_free(&bus->queues, free_queue);
     esb__strmap_free(&bus->topics, free_topic);
     esb__marks_free(bus);
+    free(bus->pending_keys);
     free(bus->segs);
     pthread_mutex_destroy(&bus->lock);
     pthread_cond_destroy(&bus->writer_cv);

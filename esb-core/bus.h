@@ -101,6 +101,13 @@ void esb_txn_free(struct esb_txn *t); /* NULL-safe; also after commit */
 /* Enqueue m to each of the n queues (one record; m is borrowed and encoded now). */
 void esb_txn_append(struct esb_txn *t, const char *const *queues, size_t n,
                     const struct esb_msg *m);
+/* The same with an ordering key: within each queue, entries with the same
+ * non-empty key are delivered one at a time in seq order — an entry waits
+ * (parked) until every earlier entry of its key is resolved, even while one
+ * of them waits for a retry; entries of other keys are not held back. A
+ * dead-letter releases the next entry of the key. */
+void esb_txn_append_keyed(struct esb_txn *t, const char *const *queues, size_t n,
+                          const struct esb_msg *m, const char *key);
 /* Enqueue m to every queue subscribed to topic now (none: nothing is written). */
 void esb_txn_publish(struct esb_txn *t, struct esb_bus *bus, const char *topic,
                      const struct esb_msg *m);
@@ -145,6 +152,11 @@ int esb_bus_publish(struct esb_bus *bus, const char *topic, const struct esb_msg
                     struct esb_err *err) ESB_WUR;
 int esb_bus_ack(struct esb_bus *bus, const struct esb_entry *e, struct esb_err *err) ESB_WUR;
 
+/* Mark key, but only if it is not marked (or being marked by a transaction
+ * in flight): otherwise the whole commit fails with ESB_EEXIST and nothing
+ * is written. An atomic check-and-set for idempotent consumers. */
+void esb_txn_mark_unique(struct esb_txn *t, const char *key, uint64_t expires_ms);
+
 /* 1 if key is marked (committed) and not expired, else 0. */
 int esb_bus_marked(struct esb_bus *bus, const char *key);
 
@@ -159,6 +171,11 @@ int esb_bus_consume(struct esb_bus *bus, const char *queue, int timeout_ms,
 /* The same over several queues, taking from the first (round robin) that has one. */
 int esb_bus_consume_any(struct esb_bus *bus, const char *const *queues, size_t n, int timeout_ms,
                         struct esb_entry **out) ESB_WUR;
+/* Take entry seq of queue (e.g. one dead letter to replay) if it is ready
+ * or waiting: it is then held like a consumed entry. Returns 0, ESB_ENOTFOUND,
+ * or ESB_EBUSY (held by a consumer, or parked behind its ordering key). */
+int esb_bus_take(struct esb_bus *bus, const char *queue, uint64_t seq,
+                 struct esb_entry **out) ESB_WUR;
 /* Release an entry. If no committed transaction resolved it, it is ready
  * again at once (same attempt). NULL-safe. */
 void esb_entry_free(struct esb_entry *e);
@@ -168,7 +185,8 @@ void esb_entry_free(struct esb_entry *e);
 struct esb_queue_info {
     const char *name;                  /* borrowed for the callback */
     uint64_t entries;                  /* all unresolved entries */
-    uint64_t ready, inflight, waiting; /* waiting = retry not yet due */
+    uint64_t ready, inflight, waiting; /* waiting = retry not yet due, or parked
+                                          behind its ordering key */
     uint64_t bytes;
 };
 /* Call fn for every queue (under the bus lock: fn must not call the bus). */

@@ -82,6 +82,41 @@ static struct esb_msg *load_msg(struct esb_bus *bus, struct queue *q, uint64_t s
     return m;
 }
 
+/* e was just taken (in flight) with the lock held: build the consumer's
+ * entry, release the lock and load the message. */
+static int finish_take(struct esb_bus *bus, struct ent *e, struct esb_entry **out)
+{
+    struct entry_impl *ei = esb_calloc(1, sizeof(*ei));
+    ei->bus = bus;
+    ei->ent = e;
+    ei->pub.seq = e->seq;
+    ei->pub.queue = e->q->name;
+    ei->pub.attempt = e->attempt;
+    ei->pub.enqueued_ms = e->enq_ms;
+    ei->pub.reason = e->reason ? esb_strdup(e->reason) : NULL;
+    ei->pub.dead_from = e->dead_from ? esb_strdup(e->dead_from) : NULL;
+    ei->pub.internal__ = ei;
+    pthread_mutex_unlock(&bus->lock);
+
+    struct esb_err err = {0};
+    ei->pub.msg = load_msg(bus, e->q, e->seq, &err);
+    if (!ei->pub.msg) {
+        /* Never drop it: park it for a minute and say so loudly. */
+        esb_error("bus cannot read entry queue=%s seq=%llu: %s; parked for 60s", ei->pub.queue,
+                  (unsigned long long)ei->pub.seq, err.msg);
+        pthread_mutex_lock(&bus->lock);
+        e->q->inflight--;
+        e->not_before = esb_now_ms() + 60000;
+        esb__queue_push_waiting(e->q, e);
+        pthread_mutex_unlock(&bus->lock);
+        ei->resolved = 1;
+        esb_entry_free(&ei->pub);
+        return ESB_ECORRUPT;
+    }
+    *out = &ei->pub;
+    return 0;
+}
+
 int esb_bus_consume_any(struct esb_bus *bus, const char *const *queues, size_t n, int timeout_ms,
                         struct esb_entry **out)
 {
@@ -122,35 +157,30 @@ int esb_bus_consume_any(struct esb_bus *bus, const char *const *queues, size_t n
         pthread_mutex_unlock(&bus->lock);
         return rc;
     }
-    struct entry_impl *ei = esb_calloc(1, sizeof(*ei));
-    ei->bus = bus;
-    ei->ent = e;
-    ei->pub.seq = e->seq;
-    ei->pub.queue = e->q->name;
-    ei->pub.attempt = e->attempt;
-    ei->pub.enqueued_ms = e->enq_ms;
-    ei->pub.reason = e->reason ? esb_strdup(e->reason) : NULL;
-    ei->pub.dead_from = e->dead_from ? esb_strdup(e->dead_from) : NULL;
-    ei->pub.internal__ = ei;
-    pthread_mutex_unlock(&bus->lock);
+    return finish_take(bus, e, out);
+}
 
-    struct esb_err err = {0};
-    ei->pub.msg = load_msg(bus, e->q, e->seq, &err);
-    if (!ei->pub.msg) {
-        /* Never drop it: park it for a minute and say so loudly. */
-        esb_error("bus cannot read entry queue=%s seq=%llu: %s; parked for 60s", ei->pub.queue,
-                  (unsigned long long)ei->pub.seq, err.msg);
-        pthread_mutex_lock(&bus->lock);
-        e->q->inflight--;
-        e->not_before = esb_now_ms() + 60000;
-        esb__queue_push_waiting(e->q, e);
+int esb_bus_take(struct esb_bus *bus, const char *queue, uint64_t seq, struct esb_entry **out)
+{
+    *out = NULL;
+    pthread_mutex_lock(&bus->lock);
+    struct queue *q = esb__queue_get(bus, queue, 0);
+    struct ent *e = q ? esb__u64map_get(&q->ents, seq) : NULL;
+    int rc = !e                                                                 ? ESB_ENOTFOUND
+             : e->state == ENT_INFLIGHT || e->state == ENT_PARKED || e->pending ? ESB_EBUSY
+                                                                                : 0;
+    if (rc == 0 && bus->failed) rc = ESB_EFAILED;
+    if (rc < 0) {
         pthread_mutex_unlock(&bus->lock);
-        ei->resolved = 1;
-        esb_entry_free(&ei->pub);
-        return ESB_ECORRUPT;
+        return rc;
     }
-    *out = &ei->pub;
-    return 0;
+    if (e->state == ENT_READY)
+        esb__heap_remove(&q->ready, e->heap_idx);
+    else
+        esb__heap_remove(&q->waiting, e->heap_idx);
+    e->state = ENT_INFLIGHT;
+    q->inflight++;
+    return finish_take(bus, e, out);
 }
 
 int esb_bus_consume(struct esb_bus *bus, const char *queue, int timeout_ms, struct esb_entry **out)
@@ -193,7 +223,7 @@ static void queue_info(const struct queue *q, struct esb_queue_info *out)
     uint64_t now = esb_now_ms(), due = 0;
     for (size_t i = 0; i < q->waiting.n; i++)
         if (((const struct ent *)q->waiting.items[i])->not_before <= now) due++;
-    out->waiting = q->waiting.n - due;
+    out->waiting = q->waiting.n - due + q->parked;
     out->ready = q->ready.n + due;
     out->bytes = q->bytes;
 }

@@ -6,7 +6,8 @@
  * Record payloads (little-endian; names are u16 length + bytes):
  *   MSG   u64 seq | u64 enq_ms | u16 n | n x target | message encoding
  *         target = name | u32 attempt | u64 not_before | u16 reason | u16 from
- *                  (reason/from are lengths followed by bytes)
+ *                  | u16 key (reason/from/key: lengths followed by bytes;
+ *                  key is the ordering key, empty for none)
  *   ACK   u64 seq | name
  *   RETRY u64 seq | name | u32 attempt | u64 not_before
  *   DEAD  u64 seq | from name | dlq name | u32 attempt | u16 len | reason
@@ -299,7 +300,84 @@ static void ent_free(struct ent *e)
 {
     free(e->reason);
     free(e->dead_from);
+    free(e->key);
     free(e);
+}
+
+/* ---- ordering keys ---- */
+
+static uint64_t hash_bytes(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h ? h : 1; /* 0 is the maps' empty key */
+}
+
+static struct keylist *keylist_get(struct queue *q, const char *key, int create)
+{
+    uint64_t h = hash_bytes(key, strlen(key));
+    struct keylist *head = esb__u64map_get(&q->keys, h), *kl = head;
+    while (kl && strcmp(kl->key, key) != 0) kl = kl->chain;
+    if (kl || !create) return kl;
+    kl = esb_calloc(1, sizeof(*kl));
+    kl->key = esb_strdup(key);
+    kl->chain = head;
+    esb__u64map_put(&q->keys, h, kl);
+    return kl;
+}
+
+static void keylist_free(struct queue *q, struct keylist *kl)
+{
+    uint64_t h = hash_bytes(kl->key, strlen(kl->key));
+    struct keylist *head = esb__u64map_get(&q->keys, h), **pp = &head;
+    while (*pp != kl) pp = &(*pp)->chain;
+    *pp = kl->chain;
+    if (head)
+        esb__u64map_put(&q->keys, h, head);
+    else
+        esb__u64map_del(&q->keys, h);
+    free(kl->key);
+    free(kl);
+}
+
+/* Insert e into its key's list in seq order (usually at the tail). */
+static void keylist_insert(struct queue *q, struct ent *e, const char *key)
+{
+    struct keylist *kl = keylist_get(q, key, 1);
+    e->kl = kl;
+    struct ent *after = kl->tail;
+    while (after && after->seq > e->seq) after = after->kprev;
+    e->kprev = after;
+    e->knext = after ? after->knext : kl->head;
+    if (e->knext)
+        e->knext->kprev = e;
+    else
+        kl->tail = e;
+    if (after)
+        after->knext = e;
+    else
+        kl->head = e;
+}
+
+/* Take e out of its key's list; returns the new head if e was the head. */
+static struct ent *keylist_remove(struct queue *q, struct ent *e)
+{
+    struct keylist *kl = e->kl;
+    if (!kl) return NULL;
+    int was_head = kl->head == e;
+    if (e->kprev)
+        e->kprev->knext = e->knext;
+    else
+        kl->head = e->knext;
+    if (e->knext)
+        e->knext->kprev = e->kprev;
+    else
+        kl->tail = e->kprev;
+    e->kl = NULL;
+    e->knext = e->kprev = NULL;
+    struct ent *next = kl->head;
+    if (!next) keylist_free(q, kl);
+    return was_head ? next : NULL;
 }
 
 void esb__queue_free(struct queue *q)
@@ -309,6 +387,16 @@ void esb__queue_free(struct queue *q)
     void *v;
     for (size_t i = 0; (i = esb__u64map_next(&q->ents, i, &k, &v)) != 0;) ent_free(v);
     esb__u64map_free(&q->ents);
+    uint64_t h;
+    void *kv;
+    for (size_t i = 0; (i = esb__u64map_next(&q->keys, i, &h, &kv)) != 0;) {
+        for (struct keylist *kl = kv, *next; kl; kl = next) {
+            next = kl->chain;
+            free(kl->key);
+            free(kl);
+        }
+    }
+    esb__u64map_free(&q->keys);
     esb__heap_free(&q->ready);
     esb__heap_free(&q->waiting);
     free(q->name);
@@ -356,6 +444,8 @@ static void ent_unlink(struct ent *e)
         esb__heap_remove(&q->ready, e->heap_idx);
     else if (e->state == ENT_WAITING)
         esb__heap_remove(&q->waiting, e->heap_idx);
+    else if (e->state == ENT_PARKED)
+        q->parked--;
     else
         q->inflight--;
 }
@@ -465,6 +555,7 @@ size_t esb__msg_body_offset(const uint8_t *p, uint32_t len)
         rd_u64(&r);
         rd_take(&r, rd_u16(&r));
         rd_take(&r, rd_u16(&r));
+        rd_take(&r, rd_u16(&r));
     }
     return r.bad ? 0 : r.off;
 }
@@ -484,9 +575,16 @@ static struct ent *ent_new(struct esb_bus *bus, struct queue *q, uint64_t seq,
     return e;
 }
 
+static void ent_place(struct esb_bus *bus, struct ent *e);
+
 static void ent_drop(struct esb_bus *bus, struct ent *e)
 {
     struct queue *q = e->q;
+    struct ent *next = keylist_remove(q, e);
+    if (next && next->state == ENT_PARKED && !bus->recovering) {
+        q->parked--;
+        ent_place(bus, next); /* the key's next entry may go now */
+    }
     esb__u64map_del(&q->ents, e->seq);
     q->entries--;
     q->bytes -= e->rec_len;
@@ -504,6 +602,11 @@ static void set_str(char **dst, const char *s)
 static void ent_place(struct esb_bus *bus, struct ent *e)
 {
     if (bus->recovering) return; /* heaps are built once at the end */
+    if (e->kl && e->kl->head != e) {
+        e->state = ENT_PARKED; /* behind an earlier entry of its key */
+        e->q->parked++;
+        return;
+    }
     if (e->not_before > 0)
         esb__queue_push_waiting(e->q, e);
     else
@@ -517,6 +620,7 @@ static int apply_msg(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t flags,
     uint64_t seq = rd_u64(&r), enq = rd_u64(&r);
     uint16_t n = rd_u16(&r);
     char name[ESB__MAX_QUEUE_NAME + 1], reason[ESB__MAX_REASON + 1], from[ESB__MAX_QUEUE_NAME + 1];
+    char key[ESB__MAX_QUEUE_NAME + 1];
     uint64_t cur = atomic_load(&bus->next_seq);
     while (seq >= cur && !atomic_compare_exchange_weak(&bus->next_seq, &cur, seq + 1)) {
     }
@@ -526,6 +630,7 @@ static int apply_msg(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t flags,
         uint64_t not_before = rd_u64(&r);
         rd_str(&r, 2, reason, sizeof(reason));
         rd_str(&r, 2, from, sizeof(from));
+        rd_str(&r, 2, key, sizeof(key));
         if (r.bad) return ESB_ECORRUPT;
         struct queue *q = esb__queue_get(bus, name, 1);
         struct ent *e = esb__u64map_get(&q->ents, seq);
@@ -546,6 +651,10 @@ static int apply_msg(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t flags,
         e->enq_ms = enq;
         set_str(&e->reason, reason);
         set_str(&e->dead_from, from);
+        if (key[0]) {
+            set_str(&e->key, key);
+            keylist_insert(q, e, key);
+        }
         e->state = not_before ? ENT_WAITING : ENT_READY;
         ent_place(bus, e);
     }
@@ -556,9 +665,7 @@ static int apply_msg(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t flags,
 
 static uint64_t hash_key(const char *s, size_t n)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
-    return h ? h : 1; /* 0 is the map's empty key */
+    return hash_bytes(s, n);
 }
 
 struct mark *esb__mark_find(struct esb_bus *bus, const char *key)
@@ -735,7 +842,10 @@ void esb__index_finish_recovery(struct esb_bus *bus)
         void *ev;
         for (size_t j = 0; (j = esb__u64map_next(&q->ents, j, &k, &ev)) != 0;) {
             struct ent *e = ev;
-            if (e->not_before)
+            if (e->kl && e->kl->head != e) {
+                e->state = ENT_PARKED;
+                q->parked++;
+            } else if (e->not_before)
                 esb__queue_push_waiting(q, e);
             else
                 esb__queue_push_ready(q, e);

@@ -22,7 +22,10 @@
 #define ESB__MAX_QUEUE_NAME 255
 #define ESB__MAX_REASON     4096
 
-enum ent_state { ENT_READY, ENT_INFLIGHT, ENT_WAITING };
+/* PARKED: waits behind an earlier entry of its ordering key (in no heap). */
+enum ent_state { ENT_READY, ENT_INFLIGHT, ENT_WAITING, ENT_PARKED };
+
+struct keylist;
 
 /* One unresolved entry: message seq in one queue. */
 struct ent {
@@ -33,15 +36,28 @@ struct ent {
     uint32_t attempt;
     uint64_t not_before;
     uint64_t enq_ms;
-    char *reason;    /* dead-letter reason, owned */
-    char *dead_from; /* owned */
+    char *reason;       /* dead-letter reason, owned */
+    char *dead_from;    /* owned */
+    char *key;          /* ordering key, or NULL */
+    struct keylist *kl; /* the entries of that key, by seq */
+    struct ent *knext, *kprev;
     uint8_t state;
     uint8_t pending; /* a committed-but-not-applied transaction resolves it */
     size_t heap_idx; /* position in ready or waiting heap */
 };
 
+/* The unresolved entries of one ordering key of a queue, by seq; only the
+ * head is eligible for delivery. Chained: the map key is a hash. */
+struct keylist {
+    char *key;
+    struct ent *head, *tail;
+    struct keylist *chain;
+};
+
 struct queue {
     char *name;
+    struct esb__u64map keys; /* hash(ordering key) -> struct keylist* chain */
+    uint64_t parked;
     struct esb__u64map ents;  /* seq -> struct ent* */
     struct esb__heap ready;   /* by seq */
     struct esb__heap waiting; /* by not_before, seq */
@@ -73,7 +89,7 @@ struct seglive {
 };
 
 /* A transaction: encoded records plus what commit must check and mark. */
-enum txn_op_kind { OP_APPEND, OP_RESOLVE };
+enum txn_op_kind { OP_APPEND, OP_RESOLVE, OP_UNIQUE };
 
 struct txn_op {
     enum txn_op_kind kind;
@@ -82,6 +98,7 @@ struct txn_op {
     size_t nqueues;
     uint32_t bytes; /* OP_APPEND: record payload length */
     size_t rec_off; /* OP_APPEND: offset of its record in txn buf */
+    char *key;      /* OP_UNIQUE: the mark that must not exist yet */
 };
 
 struct esb_txn {
@@ -122,6 +139,8 @@ struct esb_bus {
     struct esb__strmap queues; /* name -> struct queue* */
     struct esb__strmap topics; /* name -> struct topic* */
     struct esb__u64map marks;  /* hash(key) -> struct mark* chain */
+    char **pending_keys;       /* unique marks of admitted, unapplied txns */
+    size_t npending_keys, cap_pending_keys;
     uint64_t nmarks;
 
     struct seglive *segs; /* indexed by segment no - seg_base */

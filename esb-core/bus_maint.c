@@ -118,6 +118,7 @@ static void compact_oldest(struct esb_bus *bus)
             esb__put_u64(&p, v[k]->not_before);
             esb__put_reason(&p, v[k]->reason);
             esb__put_reason(&p, v[k]->dead_from);
+            esb__put_name(&p, v[k]->key ? v[k]->key : "");
         }
         struct iovec parts[2] = {{p.data, p.len}, {rec.data + body, rec.len - body}};
         esb__rec_put(&t->buf, ESB_REC_MSG, ESB__MSG_RELOC, parts, 2);

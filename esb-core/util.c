@@ -38,6 +38,10 @@ const char *esb_strerror(int code)
         return "not found";
     case ESB_EINVAL:
         return "invalid argument";
+    case ESB_EEXIST:
+        return "already exists";
+    case ESB_EBUSY:
+        return "busy (held elsewhere)";
     case ESB_ETIMEDOUT:
         return "timed out";
     default:

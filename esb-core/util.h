@@ -28,6 +28,8 @@ enum {
     ESB_ENOTFOUND = -5005,
     ESB_EINVAL = -5006,
     ESB_ETIMEDOUT = -5007,
+    ESB_EEXIST = -5008, /* a unique key is already taken */
+    ESB_EBUSY = -5009,  /* the entry is held by someone else */
 };
 
 /* Set err (if non-NULL) to code and a formatted message; returns code. */

@@ -279,6 +279,99 @@ static void test_marks(void)
     esb_bus_close(bus);
 }
 
+static int append_keyed(struct esb_bus *bus, const char *q, const char *body, const char *key)
+{
+    struct esb_msg *m = mk(body);
+    struct esb_err err;
+    struct esb_txn *t = esb_txn_new();
+    esb_txn_append_keyed(t, &q, 1, m, key);
+    int rc = esb_bus_commit(bus, t, &err);
+    esb_txn_free(t);
+    esb_msg_unref(m);
+    return rc;
+}
+
+static void test_ordering_keys(void)
+{
+    struct esb_bus *bus = open_bus(NULL);
+    struct esb_err err;
+    ok(append_keyed(bus, "ok", "a1", "A") == 0 && append_keyed(bus, "ok", "b1", "B") == 0 &&
+           append_keyed(bus, "ok", "a2", "A") == 0 && append_keyed(bus, "ok", "a3", "A") == 0 &&
+           append_keyed(bus, "ok", "n1", NULL) == 0,
+       "append keyed entries a1 b1 a2 a3 and unkeyed n1");
+    struct esb_entry *a1, *b1, *x, *y;
+    ok(esb_bus_consume(bus, "ok", 0, &a1) == 0 && body_is(a1, "a1"), "a1 first");
+    ok(esb_bus_consume(bus, "ok", 0, &b1) == 0 && body_is(b1, "b1"),
+       "b1 next: other keys are not held back");
+    ok(esb_bus_consume(bus, "ok", 0, &x) == 0 && body_is(x, "n1"),
+       "n1 next: a2 waits behind a1 in flight");
+    ok(esb_bus_consume(bus, "ok", 0, &y) == ESB_ETIMEDOUT, "nothing else: a2, a3 parked");
+    struct esb_txn *t = esb_txn_new();
+    esb_txn_retry(t, a1, esb_now_ms() + 300);
+    ok(esb_bus_commit(bus, t, &err) == 0, "a1 goes to retry");
+    esb_txn_free(t);
+    esb_entry_free(a1);
+    ok(esb_bus_consume(bus, "ok", 0, &y) == ESB_ETIMEDOUT, "a2 still waits while a1 is in retry");
+    esb_entry_free(x);
+    esb_entry_free(b1);
+    esb_bus_close(bus);
+    bus = open_bus(NULL);
+    ok(esb_bus_consume(bus, "ok", 0, &b1) == 0 && body_is(b1, "b1"),
+       "after restart: b1 ready, a-chain still blocked by a1's retry");
+    ok(esb_bus_consume(bus, "ok", 0, &x) == 0 && body_is(x, "n1"), "n1 ready");
+    ok(esb_bus_consume(bus, "ok", 0, &y) == ESB_ETIMEDOUT, "a2 parked after recovery");
+    ok(esb_bus_ack(bus, b1, &err) == 0 && esb_bus_ack(bus, x, &err) == 0, "ack b1 n1");
+    esb_entry_free(b1);
+    esb_entry_free(x);
+    ok(esb_bus_consume(bus, "ok", 2000, &a1) == 0 && body_is(a1, "a1") && a1->attempt == 1,
+       "a1 comes back from retry");
+    ok(esb_bus_ack(bus, a1, &err) == 0, "ack a1");
+    esb_entry_free(a1);
+    ok(esb_bus_consume(bus, "ok", 0, &x) == 0 && body_is(x, "a2"), "then a2");
+    t = esb_txn_new();
+    esb_txn_dead(t, x, "dlq.ok", "poison");
+    ok(esb_bus_commit(bus, t, &err) == 0, "a2 dead-lettered");
+    esb_txn_free(t);
+    esb_entry_free(x);
+    ok(esb_bus_consume(bus, "ok", 0, &x) == 0 && body_is(x, "a3"), "a dead letter releases a3");
+    ok(esb_bus_ack(bus, x, &err) == 0, "ack a3");
+    esb_entry_free(x);
+    /* take by seq */
+    struct esb_entry *d;
+    ok(esb_bus_consume(bus, "dlq.ok", 0, &d) == 0 && body_is(d, "a2"), "a2 in the DLQ");
+    uint64_t seq = d->seq;
+    struct esb_entry *d2;
+    ok(esb_bus_take(bus, "dlq.ok", seq, &d2) == ESB_EBUSY, "take of a held entry: EBUSY");
+    esb_entry_free(d);
+    ok(esb_bus_take(bus, "dlq.ok", seq, &d2) == 0 && body_is(d2, "a2"), "take by seq");
+    ok(esb_bus_take(bus, "dlq.ok", 12345678, &d) == ESB_ENOTFOUND, "take unknown: ENOTFOUND");
+    ok(esb_bus_ack(bus, d2, &err) == 0, "ack the taken entry");
+    esb_entry_free(d2);
+    esb_bus_close(bus);
+}
+
+static void test_unique_marks(void)
+{
+    struct esb_bus *bus = open_bus(NULL);
+    struct esb_err err;
+    struct esb_txn *t = esb_txn_new();
+    esb_txn_mark_unique(t, "idem-1", esb_now_ms() + 60000);
+    ok(esb_bus_commit(bus, t, &err) == 0, "first unique mark commits");
+    esb_txn_free(t);
+    t = esb_txn_new();
+    struct esb_msg *m = mk("dup");
+    const char *q = "uq";
+    esb_txn_append(t, &q, 1, m);
+    esb_txn_mark_unique(t, "idem-1", esb_now_ms() + 60000);
+    ok(esb_bus_commit(bus, t, &err) == ESB_EEXIST, "second one fails with EEXIST");
+    esb_txn_free(t);
+    esb_msg_unref(m);
+    struct esb_queue_info qi;
+    ok(esb_bus_queue_info(bus, "uq", &qi) != 0 || qi.entries == 0,
+       "and nothing of that transaction was written");
+    esb_bus_close(bus);
+}
+
 int main(void)
 {
     esb_log_set_level(ESB_LOG_WARN);
@@ -296,6 +389,9 @@ int main(void)
     test_compaction();
     if (system(cmd) != 0) bail("rm");
     test_marks();
+    if (system(cmd) != 0) bail("rm");
+    test_ordering_keys();
+    test_unique_marks();
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     if (system(cmd) != 0) bail("rm");
     return tap_done();
