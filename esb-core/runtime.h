@@ -64,4 +64,20 @@ int esb_runtime_has_route(struct esb_runtime *rt, const struct esb_endpoint *ep,
 
 struct esb_bus *esb_runtime_bus(struct esb_runtime *rt);
 
+/* ---- dead letters (for the admin API) ---- */
+
+/* Replay dead letters of dlq: each is taken, re-appended to the queue it
+ * died in (its dead_from: e.g. deliver:crm resumes the delivery) or to `to`
+ * (a bus queue name) when given, with header esb-replays incremented, and
+ * removed from the DLQ in the same transaction — so an entry replayed twice
+ * concurrently is replayed once (the second finds it taken or gone).
+ * seq != 0: that entry only; seq == 0: every entry whose reason contains
+ * filter (NULL: all). Returns how many were replayed, or a negative error
+ * (ESB_ENOTFOUND: no such entry/queue; ESB_EBUSY: held right now). */
+int esb_runtime_replay(struct esb_runtime *rt, const char *dlq, uint64_t seq, const char *filter,
+                       const char *to, struct esb_err *err);
+/* Delete dead letters (same selection); returns how many, or negative. */
+int esb_runtime_purge(struct esb_runtime *rt, const char *dlq, uint64_t seq, const char *filter,
+                      struct esb_err *err);
+
 #endif
