@@ -193,9 +193,12 @@ esbd_start_tracked() {
 
 # Background jobs of the test: bg_start CMD... runs CMD in the background and
 # remembers its pid; bg_stop_all asks them to stop ($T/stop-load) and waits.
-# A job's loop must check [ -e "$T/stop-load" ]. esb_setup_bg = esb_setup
+# A job's loop must stop once load_running is false. esb_setup_bg = esb_setup
 # plus stopping the jobs on exit.
 _bg_pids=()
+# True while background loads should go on (also false once $T is gone,
+# e.g. after bail removed it).
+load_running() { [ -d "$T" ] && [ ! -e "$T/stop-load" ]; }
 bg_start() {
     "$@" &
     _bg_pids+=($!)
@@ -214,12 +217,13 @@ esb_setup_bg() {
 # A client that POSTs the bodies PREFIX-FIRST .. PREFIX-LAST to PATH in order,
 # retrying each body (like a real client) until it is answered 202, and
 # appends each answered body to $T/acked.PREFIX. Gives up on a body after
-# 200 failed tries (logged to $T/gaveup.PREFIX). Stops early on $T/stop-load.
+# 200 failed tries (logged to $T/gaveup.PREFIX). Stops early when load_running
+# turns false.
 load_client() {
     local prefix=$1 path=$2 i=$3 last=$4 code tries port
-    while [ "$i" -le "$last" ] && [ ! -e "$T/stop-load" ]; do
+    while [ "$i" -le "$last" ] && load_running; do
         tries=0
-        while [ ! -e "$T/stop-load" ]; do
+        while load_running; do
             port=$(<"$T/port")
             code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X POST \
                 -H 'Content-Type: text/plain' --data-binary "$prefix-$i" \

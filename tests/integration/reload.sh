@@ -72,7 +72,7 @@ client() {
     local name=$1 n=$2 i tag port out
     port=$(<"$T/port")
     for i in $(seq 1 "$n"); do
-        [ -e "$T/stop-load" ] && break
+        load_running || break
         tag=pre
         [ -e "$T/switched" ] && tag=post
         out=$(curl -s -o /dev/null -w '%{http_code} %header{esb-message-id}' --max-time 10 \
@@ -162,13 +162,10 @@ config_c rb c
 ok "reload renaming ra to rb" hup_and_wait "reloaded config="
 rm "$T/blocker"
 mkdir -p "$T/blocker"
-all_c() {
-    cat "$T"/blocker/out/* "$T"/out-c/* 2>/dev/null | tr -s '\n' | sort >"$T/c-out"
-    [ "$(wc -l <"$T/c-out")" -ge "$nc" ]
-}
-for f in $(seq 1 100); do all_c && break; sleep 0.1; done
-(cd "$T/blocker/out" && for f in *; do cat "$f"; echo; done) 2>/dev/null | grep . | sort >"$T/c-held"
-(cd "$T/out-c" && for f in *; do cat "$f"; echo; done) 2>/dev/null | grep . | sort >"$T/c-rb"
+all_c() { [ $(($(count_files "$T/blocker/out") + $(count_files "$T/out-c"))) -ge "$nc" ]; }
+wait_for 100 all_c
+dir_bodies "$T/blocker/out" >"$T/c-held"
+dir_bodies "$T/out-c" >"$T/c-rb"
 sort -m "$T/c-held" "$T/c-rb" >"$T/c-out"
 diag "delivered by ra's output: $(wc -l <"$T/c-held"), routed by rb: $(wc -l <"$T/c-rb")"
 ok "no message stranded on the renamed route's queue: all $nc delivered" [ -z "$(missing_lines "$T/c-202" "$T/c-out")" ]
