@@ -13,57 +13,16 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "../connectors/connector.h"
-#include "../routes/route.h"
 #include "bus.h"
 #include "config.h"
 #include "log.h"
 #include "msg.h"
+#include "runtime_internal.h"
 
 #define POLL_MS         100 /* workers re-check the generation this often */
 #define BACKPRESSURE_MS 100 /* pause after a downstream queue refused */
 
-/* What a worker does with entries of one bus queue. */
-struct handler {
-    const char *queue;             /* borrowed from the route or owned (deliver:) */
-    const struct esb_route *route; /* run this route, or */
-    struct esb_endpoint *ep;       /* deliver to this outbound endpoint */
-    char *owned;
-};
-
-/* One config generation: immutable once published. */
-struct generation {
-    _Atomic unsigned refs;
-    struct esb_config *cfg;
-    struct handler *handlers;
-    size_t nhandlers;
-    const char **queues; /* the queues workers consume: handlers[i].queue */
-};
-
-/* An inbound endpoint that is running, and the config that owns it. */
-struct running {
-    struct esb_endpoint *ep;
-    struct esb_config *owner;
-};
-
-struct esb_runtime {
-    struct esb_bus *bus;
-    /* lock guards only the gen pointer (held for a moment; connector threads
-     * take it). switch_lock serialises reloads and guards running; it may be
-     * held while endpoints stop, which waits for their threads, so those
-     * threads must never need it. */
-    pthread_mutex_t lock, switch_lock;
-    struct generation *gen;
-    _Atomic unsigned version;
-    struct running *running;
-    size_t nrunning;
-    pthread_t *workers;
-    size_t nworkers;
-    _Atomic int stopping;     /* no new input */
-    _Atomic int workers_stop; /* workers exit */
-};
-
-static const struct esb_retry_policy default_retry = {
+const struct esb_retry_policy esb__default_retry = {
     .max_attempts = 5,
     .initial_delay_ms = 1000,
     .multiplier = 2.0,
@@ -73,17 +32,19 @@ static const struct esb_retry_policy default_retry = {
 
 /* ---- generations ---- */
 
-static void gen_unref(struct generation *g)
+void esb__rt_gen_unref(struct generation *g)
 {
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1) return;
     for (size_t i = 0; i < g->nhandlers; i++) free(g->handlers[i].owned);
     free(g->handlers);
     free(g->queues);
+    for (size_t i = 0; i < g->ndispatchers; i++) esb__dispatcher_unref(g->dispatchers[i]);
+    free(g->dispatchers);
     esb_config_unref(g->cfg);
     free(g);
 }
 
-static struct generation *gen_get(struct esb_runtime *rt)
+struct generation *esb__rt_gen_get(struct esb_runtime *rt)
 {
     pthread_mutex_lock(&rt->lock);
     struct generation *g = rt->gen;
@@ -115,6 +76,7 @@ static struct generation *gen_build(struct esb_config *cfg)
     for (size_t i = 0; i < cfg->nendpoints; i++) {
         struct esb_endpoint *ep = cfg->endpoints[i];
         if (!(ep->ops->dir & ESB_OUTBOUND)) continue;
+        if (ep->ops->deliver_async) continue; /* a dispatcher takes deliver:ID */
         size_t n = strlen(ep->id) + sizeof("deliver:");
         char *q = esb_malloc(n);
         snprintf(q, n, "deliver:%s", ep->id);
@@ -202,9 +164,30 @@ static void gen_subscribe(struct esb_bus *bus, const struct generation *g,
     }
 }
 
+/* Start a dispatcher for every asynchronous outbound endpoint of g. */
+static void gen_dispatch(struct esb_runtime *rt, struct generation *g)
+{
+    for (size_t i = 0; i < g->cfg->nendpoints; i++) {
+        struct esb_endpoint *ep = g->cfg->endpoints[i];
+        if (!(ep->ops->dir & ESB_OUTBOUND) || !ep->ops->deliver_async) continue;
+        char q[300];
+        snprintf(q, sizeof(q), "deliver:%s", ep->id);
+        struct esb__dispatcher *d = esb__dispatcher_new(rt, g, ep, q);
+        if (!d) continue;
+        g->dispatchers =
+            esb_realloc(g->dispatchers, (g->ndispatchers + 1) * sizeof(*g->dispatchers));
+        g->dispatchers[g->ndispatchers++] = d;
+    }
+}
+
+static void gen_retire(struct generation *g)
+{
+    for (size_t i = 0; i < g->ndispatchers; i++) esb__dispatcher_retire(g->dispatchers[i]);
+}
+
 /* ---- workers ---- */
 
-static uint64_t backoff_ms(const struct esb_retry_policy *p, uint32_t attempt)
+uint64_t esb__rt_backoff_ms(const struct esb_retry_policy *p, uint32_t attempt)
 {
     double d = (double)p->initial_delay_ms * pow(p->multiplier, (double)attempt);
     if (d > (double)p->max_delay_ms) d = (double)p->max_delay_ms;
@@ -215,14 +198,37 @@ static uint64_t backoff_ms(const struct esb_retry_policy *p, uint32_t attempt)
     return d < 1 ? 1 : (uint64_t)d;
 }
 
-static const char *dlq_for(const struct generation *g, const struct esb_msg *m,
-                           const struct esb_route **route_out)
+const struct esb_retry_policy *esb__rt_policy(const struct generation *g, const struct esb_msg *m,
+                                              const char **dlq)
 {
     const char *rid = esb_msg_header(m, "esb-route");
     const struct esb_route *r = rid ? esb_config_route(g->cfg, rid) : NULL;
-    *route_out = r;
-    if (r) return esb_route_dlq(r);
-    return "dlq.unrouted";
+    *dlq = r ? esb_route_dlq(r) : "dlq.unrouted";
+    return r ? esb_route_retry(r) : &esb__default_retry;
+}
+
+void esb__rt_outcome(struct esb_txn *t, const struct generation *g, const struct esb_endpoint *ep,
+                     const struct esb_entry *e, const struct esb_delivery *d)
+{
+    const char *dlq;
+    const struct esb_retry_policy *p = esb__rt_policy(g, e->msg, &dlq);
+    if (d->outcome == ESB_DONE) {
+        esb_txn_ack(t, e);
+    } else if (d->outcome == ESB_RETRY && e->attempt + 1 < p->max_attempts) {
+        uint64_t delay = esb__rt_backoff_ms(p, e->attempt);
+        if (d->retry_after_ms > delay) delay = d->retry_after_ms;
+        esb_info("[endpoint:%s] delivery failed id=%s attempt=%u: %s; retry in %llums", ep->id,
+                 e->msg->id_text, e->attempt + 1, d->err.msg, (unsigned long long)delay);
+        esb_txn_retry(t, e, esb_now_ms() + delay);
+    } else {
+        char reason[600];
+        snprintf(reason, sizeof(reason), "%s to %s after %u attempt%s: %s",
+                 d->outcome == ESB_REJECT ? "rejected" : "delivery failed", ep->id, e->attempt + 1,
+                 e->attempt ? "s" : "", d->err.msg);
+        esb_warn("[endpoint:%s] dead-lettered id=%s to %s: %s", ep->id, e->msg->id_text, dlq,
+                 reason);
+        esb_txn_dead(t, e, dlq, reason);
+    }
 }
 
 /* Commit t; on back-pressure or failure release the entry for later. */
@@ -272,28 +278,10 @@ static void run_route(struct esb_runtime *rt, const struct handler *h,
 static void run_delivery(struct esb_runtime *rt, const struct generation *g,
                          const struct handler *h, struct esb_entry *e)
 {
-    struct esb_err err = {0};
-    enum esb_outcome out = h->ep->ops->deliver(h->ep, e->msg, &err);
+    struct esb_delivery d = {0};
+    d.outcome = h->ep->ops->deliver(h->ep, e->msg, &d.err);
     struct esb_txn *t = esb_txn_new();
-    const struct esb_route *r;
-    const char *dlq = dlq_for(g, e->msg, &r);
-    const struct esb_retry_policy *p = r ? esb_route_retry(r) : &default_retry;
-    char reason[600];
-    if (out == ESB_DONE) {
-        esb_txn_ack(t, e);
-    } else if (out == ESB_RETRY && e->attempt + 1 < p->max_attempts) {
-        uint64_t delay = backoff_ms(p, e->attempt);
-        esb_info("[endpoint:%s] delivery failed id=%s attempt=%u: %s; retry in %llums", h->ep->id,
-                 e->msg->id_text, e->attempt + 1, err.msg, (unsigned long long)delay);
-        esb_txn_retry(t, e, esb_now_ms() + delay);
-    } else {
-        snprintf(reason, sizeof(reason), "%s to %s after %u attempt%s: %s",
-                 out == ESB_REJECT ? "rejected" : "delivery failed", h->ep->id, e->attempt + 1,
-                 e->attempt ? "s" : "", err.msg);
-        esb_warn("[endpoint:%s] dead-lettered id=%s to %s: %s", h->ep->id, e->msg->id_text, dlq,
-                 reason);
-        esb_txn_dead(t, e, dlq, reason);
-    }
+    esb__rt_outcome(t, g, h->ep, e, &d);
     commit_or_release(rt, t, e);
 }
 
@@ -305,10 +293,10 @@ static void *worker_main(void *arg)
     unsigned seen = ~0u;
     while (!atomic_load(&rt->workers_stop)) {
         if (atomic_load(&rt->version) != seen) {
-            gen_unref(g);
+            esb__rt_gen_unref(g);
             esb_route_scratch_free(scratch);
             seen = atomic_load(&rt->version);
-            g = gen_get(rt);
+            g = esb__rt_gen_get(rt);
             scratch = esb_route_scratch_new();
         }
         struct esb_entry *e = NULL;
@@ -325,7 +313,7 @@ static void *worker_main(void *arg)
         esb_entry_free(e);
     }
     esb_route_scratch_free(scratch);
-    gen_unref(g);
+    esb__rt_gen_unref(g);
     return NULL;
 }
 
@@ -404,6 +392,8 @@ int esb_runtime_start(struct esb_config *cfg, void (*on_fatal)(void *ctx, const 
     struct esb_runtime *rt = esb_calloc(1, sizeof(*rt));
     pthread_mutex_init(&rt->lock, NULL);
     pthread_mutex_init(&rt->switch_lock, NULL);
+    pthread_mutex_init(&rt->disp_lock, NULL);
+    pthread_cond_init(&rt->disp_cv, NULL);
     struct esb_bus_opts bo = {0};
     esb_config_bus_opts(cfg, &bo);
     bo.on_fatal = on_fatal;
@@ -412,6 +402,7 @@ int esb_runtime_start(struct esb_config *cfg, void (*on_fatal)(void *ctx, const 
     if (rc < 0) goto fail;
     rt->gen = gen_build(cfg);
     gen_subscribe(rt->bus, rt->gen, NULL);
+    gen_dispatch(rt, rt->gen);
     size_t nw = cfg->workers;
     if (!nw) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -450,20 +441,22 @@ int esb_runtime_reload(struct esb_runtime *rt, struct esb_config *cfg, struct es
     int rc = switch_endpoints(rt, cfg, err);
     if (rc < 0) {
         pthread_mutex_unlock(&rt->switch_lock);
-        gen_unref(g);
+        esb__rt_gen_unref(g);
         return rc;
     }
     struct generation *old = rt->gen;
     gen_adopt(rt->bus, g, old);
     gen_subscribe(rt->bus, g, old);
+    gen_dispatch(rt, g);
     pthread_mutex_lock(&rt->lock);
     rt->gen = g;
     atomic_fetch_add(&rt->version, 1);
     pthread_mutex_unlock(&rt->lock);
+    gen_retire(old);
     pthread_mutex_unlock(&rt->switch_lock);
     esb_info("reloaded config=%s routes=%zu endpoints=%zu", cfg->path, cfg->nroutes,
              cfg->nendpoints);
-    gen_unref(old);
+    esb__rt_gen_unref(old);
     return 0;
 }
 
@@ -481,11 +474,15 @@ void esb_runtime_stop(struct esb_runtime *rt)
     pthread_mutex_unlock(&rt->switch_lock);
     atomic_store(&rt->workers_stop, 1);
     for (size_t i = 0; i < rt->nworkers; i++) pthread_join(rt->workers[i], NULL);
+    if (rt->gen) gen_retire(rt->gen);
+    esb__dispatchers_wait(rt);
     free(rt->workers);
     esb_bus_close(rt->bus);
-    gen_unref(rt->gen);
+    esb__rt_gen_unref(rt->gen);
     pthread_mutex_destroy(&rt->lock);
     pthread_mutex_destroy(&rt->switch_lock);
+    pthread_mutex_destroy(&rt->disp_lock);
+    pthread_cond_destroy(&rt->disp_cv);
     free(rt);
 }
 
@@ -513,7 +510,7 @@ int esb_runtime_accept_marked(struct esb_runtime *rt, const struct esb_endpoint 
                               uint64_t expires_ms, struct esb_err *err)
 {
     if (atomic_load(&rt->stopping)) return esb_err_set(err, ESB_ECLOSED, "shutting down");
-    struct generation *g = gen_get(rt);
+    struct generation *g = esb__rt_gen_get(rt);
     const struct esb_route *r = inbound_route(g, ep, path);
     int rc;
     if (!r)
@@ -527,7 +524,7 @@ int esb_runtime_accept_marked(struct esb_runtime *rt, const struct esb_endpoint 
         rc = esb_bus_commit(rt->bus, t, err);
         esb_txn_free(t);
     }
-    gen_unref(g);
+    esb__rt_gen_unref(g);
     return rc;
 }
 
@@ -538,9 +535,9 @@ int esb_runtime_marked(struct esb_runtime *rt, const char *key)
 
 int esb_runtime_has_route(struct esb_runtime *rt, const struct esb_endpoint *ep, const char *path)
 {
-    struct generation *g = gen_get(rt);
+    struct generation *g = esb__rt_gen_get(rt);
     int found = inbound_route(g, ep, path) != NULL;
-    gen_unref(g);
+    esb__rt_gen_unref(g);
     return found;
 }
 

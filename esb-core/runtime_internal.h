@@ -1,0 +1,98 @@
+/* runtime_internal.h - structures shared by the files of the runtime
+ * (runtime.c: generations, workers, endpoints; runtime_deliver.c:
+ * asynchronous delivery dispatchers; runtime_dlq.c: replay/purge).
+ * Not for other modules. */
+#ifndef ESB_RUNTIME_INTERNAL_H
+#define ESB_RUNTIME_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "../connectors/connector.h"
+#include "../routes/route.h"
+#include "bus.h"
+#include "runtime.h"
+
+struct esb__dispatcher;
+
+/* What a worker does with entries of one bus queue. */
+struct handler {
+    const char *queue;             /* borrowed from the route or owned (deliver:) */
+    const struct esb_route *route; /* run this route, or */
+    struct esb_endpoint *ep;       /* deliver to this outbound endpoint */
+    char *owned;
+};
+
+/* One config generation: immutable once published. */
+struct generation {
+    _Atomic unsigned refs;
+    struct esb_config *cfg;
+    struct handler *handlers;
+    size_t nhandlers;
+    const char **queues; /* the queues workers consume: handlers[i].queue */
+    size_t nqueues;
+    struct esb__dispatcher **dispatchers; /* one per asynchronous outbound endpoint */
+    size_t ndispatchers;
+};
+
+/* An inbound endpoint that is running, and the config that owns it. */
+struct running {
+    struct esb_endpoint *ep;
+    struct esb_config *owner;
+};
+
+struct esb_runtime {
+    struct esb_bus *bus;
+    /* lock guards only the gen pointer (held for a moment; connector threads
+     * take it). switch_lock serialises reloads and guards running; it may be
+     * held while endpoints stop, which waits for their threads, so those
+     * threads must never need it. */
+    pthread_mutex_t lock, switch_lock;
+    struct generation *gen;
+    _Atomic unsigned version;
+    struct running *running;
+    size_t nrunning;
+    pthread_t *workers;
+    size_t nworkers;
+    _Atomic int stopping;     /* no new input */
+    _Atomic int workers_stop; /* workers exit */
+    /* dispatcher threads still running (they outlive their generation
+     * until their deliveries in flight are finished) */
+    pthread_mutex_t disp_lock;
+    pthread_cond_t disp_cv;
+    unsigned ndisp_running;
+};
+
+extern const struct esb_retry_policy esb__default_retry;
+
+/* runtime.c */
+struct generation *esb__rt_gen_get(struct esb_runtime *rt);
+void esb__rt_gen_unref(struct generation *g);
+/* Delay before attempt+1 under policy p (exponential, capped, jittered). */
+uint64_t esb__rt_backoff_ms(const struct esb_retry_policy *p, uint32_t attempt);
+/* The retry policy and dead-letter queue for a delivery of m (by its
+ * esb-route header in g; defaults when the route is gone). */
+const struct esb_retry_policy *esb__rt_policy(const struct generation *g, const struct esb_msg *m,
+                                              const char **dlq);
+
+/* Add to t what outcome d of delivering e to ep means: ack; retry after
+ * max(backoff, Retry-After) while attempts remain; else dead-letter with
+ * the reason. */
+void esb__rt_outcome(struct esb_txn *t, const struct generation *g, const struct esb_endpoint *ep,
+                     const struct esb_entry *e, const struct esb_delivery *d);
+
+/* runtime_deliver.c: a dispatcher per endpoint with deliver_async. It
+ * consumes deliver:ID, keeps up to max_in_flight deliveries started,
+ * commits outcomes in batches (ack / retry with backoff or Retry-After /
+ * dead-letter), and holds a circuit breaker. */
+struct esb__dispatcher *esb__dispatcher_new(struct esb_runtime *rt, struct generation *g,
+                                            struct esb_endpoint *ep, const char *queue);
+/* Drop a reference (the generation holds one, the thread another). */
+void esb__dispatcher_unref(struct esb__dispatcher *d);
+/* Stop taking new entries; the thread exits once its deliveries finished. */
+void esb__dispatcher_retire(struct esb__dispatcher *d);
+/* Wait until every dispatcher thread of rt has exited. */
+void esb__dispatchers_wait(struct esb_runtime *rt);
+
+#endif
