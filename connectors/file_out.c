@@ -98,7 +98,12 @@ static const struct esb_dir *get_dir(struct esb_endpoint *ep, struct file_out_st
 {
     pthread_mutex_lock(&st->lock);
     int rc = 0;
-    if (st->dir.fd < 0) rc = esb_dir_open(&st->dir, CONF(ep)->dir, 1, err);
+    if (st->dir.fd < 0) {
+        rc = esb_dir_open(&st->dir, CONF(ep)->dir, 1, err);
+        /* leftovers of deliveries a crash cut short (older than any write
+         * in progress could be) */
+        if (rc == 0) esb_fs_sweep_tmp(&st->dir, 600);
+    }
     pthread_mutex_unlock(&st->lock);
     return rc == 0 ? &st->dir : NULL;
 }

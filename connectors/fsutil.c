@@ -2,6 +2,11 @@
 #include "config.h"
 
 #include "fsutil.h"
+#include "log.h"
+
+#include <time.h>
+
+#include <dirent.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -324,4 +329,28 @@ void esb_fs_name_with_suffix(const char *name, const char *suffix, char *out, si
     memcpy(out, name, nl);
     memcpy(out + nl, suffix, sl);
     out[nl + sl] = '\0';
+}
+
+int esb_fs_sweep_tmp(const struct esb_dir *d, unsigned older_than_s)
+{
+    int fd = dup(d->fd);
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!dir) {
+        if (fd >= 0) close(fd);
+        return 0;
+    }
+    time_t now = time(NULL);
+    int removed = 0;
+    struct dirent *de;
+    while ((de = readdir(dir)) != NULL) {
+        if (strncmp(de->d_name, ESB_FS_TMP_PREFIX, sizeof(ESB_FS_TMP_PREFIX) - 1) != 0) continue;
+        struct stat st;
+        if (fstatat(d->fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (now - st.st_mtime < (time_t)older_than_s) continue;
+        if (unlinkat(d->fd, de->d_name, 0) == 0) removed++;
+    }
+    closedir(dir);
+    if (removed) esb_info("removed %d stale temporary files in %s", removed, d->path);
+    return removed;
 }

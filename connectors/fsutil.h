@@ -96,4 +96,9 @@ int esb_fs_read(const struct esb_dir *d, const char *name, size_t max, char **ou
  * if needed so the result fits in NAME_MAX bytes (suffix is kept whole). */
 void esb_fs_name_with_suffix(const char *name, const char *suffix, char *out, size_t outsize);
 
+/* Remove temporary files (ESB_FS_TMP_PREFIX...) in d last modified more
+ * than older_than_s seconds ago: leftovers of writes cut by a crash (the
+ * real name was never made, so nothing refers to them). Returns how many. */
+int esb_fs_sweep_tmp(const struct esb_dir *d, unsigned older_than_s);
+
 #endif

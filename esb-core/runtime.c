@@ -185,6 +185,42 @@ static void gen_retire(struct generation *g)
     for (size_t i = 0; i < g->ndispatchers; i++) esb__dispatcher_retire(g->dispatchers[i]);
 }
 
+struct stranded_ctx {
+    const struct generation *g;
+};
+
+/* Is queue consumed by g (a worker handler, a dispatcher) or a DLQ? */
+static int consumed_by(const struct generation *g, const char *queue)
+{
+    if (gen_handler(g, queue) || strncmp(queue, "dlq.", 4) == 0) return 1;
+    for (size_t i = 0; i < g->cfg->nroutes; i++)
+        if (strcmp(esb_route_dlq(g->cfg->routes[i]), queue) == 0) return 1;
+    for (size_t i = 0; i < g->cfg->nendpoints; i++) {
+        const struct esb_endpoint *ep = g->cfg->endpoints[i];
+        if (ep->ops->deliver_async && strncmp(queue, "deliver:", 8) == 0 &&
+            strcmp(queue + 8, ep->id) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void warn_stranded_one(void *ctx, const struct esb_queue_info *q)
+{
+    const struct stranded_ctx *c = ctx;
+    if (q->entries == 0 || consumed_by(c->g, q->name)) return;
+    esb_warn("%llu entries on bus queue %s are not consumed by any route or endpoint of this "
+             "config; they stay queued (see docs/esbd.md)",
+             (unsigned long long)q->entries, q->name);
+}
+
+/* Say so when messages wait on queues nothing in g consumes (a route or an
+ * endpoint renamed or removed): they are kept, never dropped. */
+static void warn_stranded(struct esb_bus *bus, const struct generation *g)
+{
+    struct stranded_ctx c = {g};
+    esb_bus_queues(bus, warn_stranded_one, &c);
+}
+
 /* ---- workers ---- */
 
 uint64_t esb__rt_backoff_ms(const struct esb_retry_policy *p, uint32_t attempt)
@@ -403,6 +439,7 @@ int esb_runtime_start(struct esb_config *cfg, void (*on_fatal)(void *ctx, const 
     rt->gen = gen_build(cfg);
     gen_subscribe(rt->bus, rt->gen, NULL);
     gen_dispatch(rt, rt->gen);
+    warn_stranded(rt->bus, rt->gen);
     size_t nw = cfg->workers;
     if (!nw) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -453,6 +490,7 @@ int esb_runtime_reload(struct esb_runtime *rt, struct esb_config *cfg, struct es
     atomic_fetch_add(&rt->version, 1);
     pthread_mutex_unlock(&rt->lock);
     gen_retire(old);
+    warn_stranded(rt->bus, g);
     pthread_mutex_unlock(&rt->switch_lock);
     esb_info("reloaded config=%s routes=%zu endpoints=%zu", cfg->path, cfg->nroutes,
              cfg->nendpoints);

@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -409,6 +410,33 @@ static void test_concurrent(const char *dir, const char *name, const char *what)
     ep_free(&f);
 }
 
+/* Temporary files left by a crash in the middle of a delivery are removed
+ * when the endpoint first opens its directory; recent ones are not (another
+ * process may be writing them). */
+static void test_tmp_sweep(void)
+{
+    struct fixture f;
+    struct esb_err err = {0, ""};
+    char p[PATH_MAX];
+    snprintf(p, sizeof(p), "%s/sweep", root);
+    mkdir(p, 0755);
+    snprintf(p, sizeof(p), "%s/sweep/.tmp-old", root);
+    FILE *fp = fopen(p, "w");
+    if (fp) fclose(fp);
+    struct timespec old[2] = {{.tv_sec = time(NULL) - 3600}, {.tv_sec = time(NULL) - 3600}};
+    utimensat(AT_FDCWD, p, old, 0);
+    snprintf(p, sizeof(p), "%s/sweep/.tmp-new", root);
+    fp = fopen(p, "w");
+    if (fp) fclose(fp);
+    ep_init(&f, "sweep", "{id}", 0);
+    ok(deliver(&f, msg_with("x", NULL, NULL), &err) == ESB_DONE, "deliver into sweep/");
+    snprintf(p, sizeof(p), "%s/sweep/.tmp-old", root);
+    ok(access(p, F_OK) != 0, "an hour-old temp file from a crashed delivery is removed");
+    snprintf(p, sizeof(p), "%s/sweep/.tmp-new", root);
+    ok(access(p, F_OK) == 0, "a fresh temp file is left alone");
+    ep_free(&f);
+}
+
 int main(void)
 {
     esb_log_set_level(ESB_LOG_WARN);
@@ -423,6 +451,7 @@ int main(void)
     test_retry();
     test_concurrent("conc-id", "{id}.txt", "distinct names");
     test_concurrent("conc-same", "one.txt", "one name");
+    test_tmp_sweep();
 
     nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     return tap_done();
