@@ -63,11 +63,14 @@ struct esb_connector_ops {
     /* Outbound: deliver m (borrowed); called from any worker thread. */
     enum esb_outcome (*deliver)(struct esb_endpoint *ep, const struct esb_msg *m,
                                 struct esb_err *err);
-    /* Outbound, asynchronous (instead of deliver): start delivering m (the
-     * connector takes a reference) and return 0; done(ctx, result) is then
-     * called exactly once from the connector's own thread. If it returns
-     * an error, done is never called. The runtime keeps at most
-     * max_in_flight(ep) deliveries started per endpoint. */
+    /* Outbound, asynchronous (instead of deliver): start delivering m and
+     * return 0, taking over the caller's reference to m; done(ctx, result)
+     * is then called exactly once, later, from the connector's own thread
+     * (result is valid during the call only). If it returns an error, the
+     * caller keeps its reference and done is never called. The runtime
+     * keeps at most max_in_flight(ep) deliveries started per endpoint.
+     * destroy reports every delivery still open through done (RETRY) before
+     * it returns; it must not be called from done. */
     int (*deliver_async)(struct esb_endpoint *ep, struct esb_msg *m, esb_delivery_done_fn done,
                          void *ctx, struct esb_err *err);
     unsigned (*max_in_flight)(const struct esb_endpoint *ep);
