@@ -8,11 +8,13 @@
 #include "file_in.h"
 #include "file_out.h"
 #include "http_in.h"
+#include "http_out.h"
 
 const struct esb_connector_ops *const esb_connectors[] = {
     &esb_http_in_ops,
     &esb_file_in_ops,
     &esb_file_out_ops,
+    &esb_http_out_ops,
     NULL,
 };
 
