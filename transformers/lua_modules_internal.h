@@ -98,6 +98,15 @@ void esb__lmod_json_encode(lua_State *L, int idx, const struct esb__lmod_json_op
 /* Decode s and push the value (errors name who). */
 void esb__lmod_json_decode(lua_State *L, const char *s, size_t n, int max_depth, const char *who);
 
+/* esb.xml (lua_xml_tree.c): functions on node tables, and the writer that
+ * appends node (a table at that stack index) as XML text to b. */
+#define ESB_LMOD_XML_MAX_DEPTH 256 /* libxml2's own limit without HUGE */
+int esb__lmod_xml_text(lua_State *L);
+int esb__lmod_xml_find(lua_State *L);
+int esb__lmod_xml_find_all(lua_State *L);
+int esb__lmod_xml_serialize_fn(lua_State *L);
+void esb__lmod_xml_serialize(lua_State *L, int node, int decl, int pretty, struct esb__lmod_buf *b);
+
 /* esb.time: ms since the epoch -> "YYYY-MM-DDTHH:MM:SS.mmmZ" (or +HH:MM for
  * a non-zero offset in minutes). Returns 0, or -1 if out of year 0..9999. */
 int esb__lmod_time_iso(int64_t ms, int offset_min, char out[40]);

@@ -27,10 +27,10 @@
 #define RX_MT          "esb.re.regex"
 #define STATE_MT       "esb.re.state"
 #define CACHE_MAX      64
-#define MATCH_LIMIT    100000
-#define DEPTH_LIMIT    100000
+#define MATCH_LIMIT    10000000
+#define DEPTH_LIMIT    10000000
 #define HEAP_LIMIT_KIB 8192
-#define JIT_STACK_MAX  (1024 * 1024)
+#define JIT_STACK_MAX  (8 * 1024 * 1024)
 #define MAX_PATTERN    (64 * 1024)
 #define LOCAL_PAIRS    16 /* ovector copies up to this many groups live on the C stack */
 

@@ -11,9 +11,8 @@
  * with text children as plain strings. ns == "" marks an element in no
  * namespace under a default namespace (written back as xmlns="").
  *
- * Serialization is our own writer over that shape (escaping, name checks,
- * namespace declarations added where a prefix is not in scope), into a
- * Lua-owned buffer. */
+ * The functions that work on node tables only (text, find, find_all,
+ * serialize) are in lua_xml_tree.c. */
 #include "config.h"
 
 #include "lua_modules.h"
@@ -31,7 +30,6 @@
 #include <libxml/xpathInternals.h>
 
 #define DOC_MT         "esb.xml.doc"
-#define MAX_TREE_DEPTH 256        /* libxml2's own limit without HUGE */
 #define XPATH_OP_LIMIT 10000000UL /* XPath steps per evaluation */
 
 /* ---- safe parsing ---- */
@@ -109,19 +107,52 @@ static int is_blank(const char *s, size_t n)
     return 1;
 }
 
-static void setfield_str(lua_State *L, const char *k, const xmlChar *v)
+/* The field names of node tables, pushed once per conversion (lua_setfield
+ * would hash each name again for every element). */
+enum { K_NAME, K_NS, K_PREFIX, K_ATTRS, K_CHILDREN, K_NSDECLS, K_COUNT };
+
+struct conv {
+    int keys; /* stack index of the first key */
+    int keep_blanks;
+};
+
+static void conv_init(lua_State *L, struct conv *cv, int keep_blanks)
+{
+    static const char *const names[K_COUNT] = {"name",  "ns",       "prefix",
+                                               "attrs", "children", "nsdecls"};
+    luaL_checkstack(L, K_COUNT + 4, "out of stack space");
+    cv->keys = lua_gettop(L) + 1;
+    cv->keep_blanks = keep_blanks;
+    for (int i = 0; i < K_COUNT; i++) lua_pushstring(L, names[i]);
+}
+
+/* node[key] = the value on top (popped) */
+static void set_key(lua_State *L, const struct conv *cv, int key)
+{
+    lua_pushvalue(L, cv->keys + key);
+    lua_insert(L, -2);
+    lua_rawset(L, -3);
+}
+
+static void set_key_str(lua_State *L, const struct conv *cv, int key, const xmlChar *v)
 {
     lua_pushstring(L, (const char *)v);
-    lua_setfield(L, -2, k);
+    set_key(L, cv, key);
 }
 
 /* Push the element el as a table. default_ns: a non-empty default namespace
  * is in scope at el's parent. */
-static void push_element(lua_State *L, xmlNodePtr el, int default_ns, int keep_blanks)
+static void push_element(lua_State *L, const struct conv *cv, xmlNodePtr el, int default_ns)
 {
+    int parent_default = default_ns, nattrs = 0, nkids = 0, has_elem = 0;
     luaL_checkstack(L, 8, "out of stack space");
+    for (xmlAttrPtr a = el->properties; a; a = a->next) nattrs++;
+    for (xmlNodePtr c = el->children; c; c = c->next) {
+        nkids++;
+        has_elem |= c->type == XML_ELEMENT_NODE;
+    }
     lua_createtable(L, 0, 6);
-    setfield_str(L, "name", el->name);
+    set_key_str(L, cv, K_NAME, el->name);
     if (el->nsDef) {
         lua_createtable(L, 0, 2);
         for (xmlNsPtr ns = el->nsDef; ns; ns = ns->next) {
@@ -130,16 +161,16 @@ static void push_element(lua_State *L, xmlNodePtr el, int default_ns, int keep_b
             lua_rawset(L, -3);
             if (!ns->prefix) default_ns = ns->href && ns->href[0];
         }
-        lua_setfield(L, -2, "nsdecls");
+        set_key(L, cv, K_NSDECLS);
     }
     if (el->ns) {
-        if (el->ns->href) setfield_str(L, "ns", el->ns->href);
-        if (el->ns->prefix) setfield_str(L, "prefix", el->ns->prefix);
-    } else if (default_ns) {
-        setfield_str(L, "ns", BAD_CAST "");
+        if (el->ns->href) set_key_str(L, cv, K_NS, el->ns->href);
+        if (el->ns->prefix) set_key_str(L, cv, K_PREFIX, el->ns->prefix);
+    } else if (parent_default) {
+        set_key_str(L, cv, K_NS, BAD_CAST "");
     }
 
-    lua_newtable(L);
+    lua_createtable(L, 0, nattrs);
     for (xmlAttrPtr a = el->properties; a; a = a->next) {
         if (a->ns && a->ns->prefix)
             lua_pushfstring(L, "%s:%s", a->ns->prefix, a->name);
@@ -154,11 +185,10 @@ static void push_element(lua_State *L, xmlNodePtr el, int default_ns, int keep_b
         if (!parts) lua_pushliteral(L, "");
         lua_rawset(L, -3);
     }
-    lua_setfield(L, -2, "attrs");
+    set_key(L, cv, K_ATTRS);
 
-    int has_elem = 0, n = 0, pending = 0;
-    for (xmlNodePtr c = el->children; c; c = c->next) has_elem |= c->type == XML_ELEMENT_NODE;
-    lua_newtable(L);
+    int n = 0, pending = 0;
+    lua_createtable(L, nkids, 0);
     for (xmlNodePtr c = el->children;; c = c->next) {
         if (c && (c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE)) {
             if (!c->content) continue;
@@ -171,24 +201,34 @@ static void push_element(lua_State *L, xmlNodePtr el, int default_ns, int keep_b
         if (pending) {
             size_t len;
             const char *s = lua_tolstring(L, -1, &len);
-            if (!keep_blanks && has_elem && is_blank(s, len))
+            if (!cv->keep_blanks && has_elem && is_blank(s, len))
                 lua_pop(L, 1);
             else
                 lua_rawseti(L, -2, ++n);
             pending = 0;
         }
         if (!c) break;
-        push_element(L, c, default_ns, keep_blanks);
+        push_element(L, cv, c, default_ns);
         lua_rawseti(L, -2, ++n);
     }
-    lua_setfield(L, -2, "children");
+    set_key(L, cv, K_CHILDREN);
 }
 
 /* Is a non-empty default namespace in scope at node? */
 static int default_ns_at(xmlDocPtr doc, xmlNodePtr node)
 {
-    xmlNsPtr ns = node ? xmlSearchNs(doc, node, NULL) : NULL;
+    xmlNsPtr ns = node && node->type == XML_ELEMENT_NODE ? xmlSearchNs(doc, node, NULL) : NULL;
     return ns && ns->href && ns->href[0];
+}
+
+/* Push element el as a table (keep_blanks as in parse). */
+static void push_tree(lua_State *L, xmlDocPtr doc, xmlNodePtr el, int keep_blanks)
+{
+    struct conv cv;
+    conv_init(L, &cv, keep_blanks);
+    push_element(L, &cv, el, default_ns_at(doc, el->parent));
+    lua_replace(L, cv.keys);
+    lua_settop(L, cv.keys);
 }
 
 static int l_parse(lua_State *L)
@@ -200,443 +240,7 @@ static int l_parse(lua_State *L)
     void **g = esb__lmod_guard(L, free_doc);
     xmlDocPtr doc = safe_parse(L, s, n, "esb.xml.parse");
     *g = doc;
-    push_element(L, xmlDocGetRootElement(doc), 0, keep);
-    return 1;
-}
-
-/* ---- walking tables: text, find, find_all ---- */
-
-static void check_depth(lua_State *L, int depth, const char *who)
-{
-    if (depth > MAX_TREE_DEPTH)
-        esb__lmod_error(L, "%s: nesting deeper than %d (a cycle?)", who, MAX_TREE_DEPTH);
-    luaL_checkstack(L, 8, "out of stack space");
-}
-
-/* Push node.children of the table at idx (a table, or nil); returns its length. */
-static lua_Integer get_children(lua_State *L, int idx)
-{
-    if (lua_getfield(L, idx, "children") != LUA_TTABLE) return 0;
-    return (lua_Integer)lua_rawlen(L, -1);
-}
-
-static void text_of(lua_State *L, int node, struct esb__lmod_buf *b, int depth)
-{
-    check_depth(L, depth, b->who);
-    lua_Integer n = get_children(L, node);
-    int ch = lua_gettop(L);
-    for (lua_Integer i = 1; i <= n; i++) {
-        int t = lua_rawgeti(L, ch, i);
-        if (t == LUA_TSTRING || t == LUA_TNUMBER) {
-            size_t len;
-            const char *s = lua_tolstring(L, -1, &len);
-            esb__lmod_buf_add(b, s, len);
-        } else if (t == LUA_TTABLE) {
-            text_of(L, lua_gettop(L), b, depth + 1);
-        }
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-}
-
-static int l_text(lua_State *L)
-{
-    struct esb__lmod_buf b;
-    if (lua_type(L, 1) == LUA_TSTRING) {
-        lua_settop(L, 1);
-        return 1;
-    }
-    luaL_checktype(L, 1, LUA_TTABLE);
-    esb__lmod_buf_init(L, &b, ESB_LMOD_MAX_OUTPUT, "esb.xml.text");
-    text_of(L, 1, &b, 0);
-    esb__lmod_buf_push(&b);
-    return 1;
-}
-
-struct find {
-    const char *name, *ns;
-    int all;
-    lua_Integer found;
-    int out; /* result table (find_all) */
-};
-
-static int field_is(lua_State *L, int idx, const char *field, const char *want)
-{
-    lua_getfield(L, idx, field);
-    const char *v = lua_tostring(L, -1);
-    int same = v && strcmp(v, want) == 0;
-    lua_pop(L, 1);
-    return same;
-}
-
-static int matches(lua_State *L, int node, const struct find *f)
-{
-    const char *colon = strchr(f->name, ':');
-    if (f->ns && !field_is(L, node, "ns", f->ns)) return 0;
-    if (strcmp(f->name, "*") == 0) return 1;
-    if (!colon) return field_is(L, node, "name", f->name);
-    lua_getfield(L, node, "prefix");
-    lua_getfield(L, node, "name");
-    size_t pl;
-    const char *p = lua_tolstring(L, -2, &pl), *n = lua_tostring(L, -1);
-    int same = p && n && pl == (size_t)(colon - f->name) && memcmp(p, f->name, pl) == 0 &&
-               strcmp(n, colon + 1) == 0;
-    lua_pop(L, 2);
-    return same;
-}
-
-/* Pre-order search of node's descendants; leaves the first match on top and
- * returns 1 (find), or appends all matches to f->out (find_all). */
-static int find_in(lua_State *L, int node, struct find *f, int depth)
-{
-    check_depth(L, depth, f->all ? "esb.xml.find_all" : "esb.xml.find");
-    lua_Integer n = get_children(L, node);
-    int ch = lua_gettop(L);
-    for (lua_Integer i = 1; i <= n; i++) {
-        if (lua_rawgeti(L, ch, i) != LUA_TTABLE) {
-            lua_pop(L, 1);
-            continue;
-        }
-        int c = lua_gettop(L);
-        if (matches(L, c, f)) {
-            if (!f->all) return 1;
-            lua_pushvalue(L, c);
-            lua_rawseti(L, f->out, ++f->found);
-        }
-        if (find_in(L, c, f, depth + 1)) return 1;
-        lua_settop(L, ch);
-    }
-    lua_pop(L, 1);
-    return 0;
-}
-
-static int do_find(lua_State *L, int all)
-{
-    struct find f = {.all = all};
-    luaL_checktype(L, 1, LUA_TTABLE);
-    f.name = luaL_checkstring(L, 2);
-    f.ns = luaL_optstring(L, 3, NULL);
-    lua_settop(L, 3);
-    if (all) {
-        lua_newtable(L);
-        f.out = lua_gettop(L);
-    }
-    if (find_in(L, 1, &f, 0)) return 1;
-    if (!all) lua_pushnil(L);
-    lua_settop(L, 4);
-    return 1;
-}
-
-static int l_find(lua_State *L)
-{
-    return do_find(L, 0);
-}
-
-static int l_find_all(lua_State *L)
-{
-    return do_find(L, 1);
-}
-
-/* ---- serialization ---- */
-
-static int name_char(unsigned char c, int first)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80) return 1;
-    return !first && ((c >= '0' && c <= '9') || c == '-' || c == '.');
-}
-
-static int valid_ncname(const char *s, size_t n)
-{
-    if (n == 0) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!name_char((unsigned char)s[i], i == 0)) return 0;
-    return 1;
-}
-
-/* "name" or "prefix:name" */
-static int valid_qname(const char *s, size_t n)
-{
-    const char *colon = memchr(s, ':', n);
-    if (!colon) return valid_ncname(s, n);
-    return valid_ncname(s, (size_t)(colon - s)) &&
-           valid_ncname(colon + 1, n - (size_t)(colon - s) - 1);
-}
-
-/* Append s escaped for text (attr = 0) or an attribute value (attr = 1). */
-static void add_escaped(struct esb__lmod_buf *b, const char *s, size_t n, int attr)
-{
-    size_t bad = esb__lmod_utf8_check(s, n);
-    if (bad < n) esb__lmod_error(b->L, "%s: text is not valid UTF-8 (byte %zu)", b->who, bad + 1);
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        const char *rep = NULL;
-        if (c == '&')
-            rep = "&amp;";
-        else if (c == '<')
-            rep = "&lt;";
-        else if (c == '>')
-            rep = "&gt;";
-        else if (c == '\r')
-            rep = "&#13;";
-        else if (attr && c == '"')
-            rep = "&quot;";
-        else if (attr && c == '\n')
-            rep = "&#10;";
-        else if (attr && c == '\t')
-            rep = "&#9;";
-        else if (c < 0x20 && c != '\n' && c != '\t')
-            esb__lmod_error(b->L, "%s: character U+%04X is not allowed in XML", b->who, c);
-        else if (c == 0xef && i + 2 < n && (unsigned char)s[i + 1] == 0xbf &&
-                 ((unsigned char)s[i + 2] & 0xfe) == 0xbe)
-            esb__lmod_error(b->L, "%s: character U+FFFE/U+FFFF is not allowed in XML", b->who);
-        if (!rep) continue;
-        esb__lmod_buf_add(b, s + run, i - run);
-        esb__lmod_buf_adds(b, rep);
-        run = i + 1;
-    }
-    esb__lmod_buf_add(b, s + run, n - run);
-}
-
-/* Namespace scope while writing: one frame per open element. */
-struct scope {
-    const struct scope *up;
-    int nsdecls;                 /* stack index of node.nsdecls, or 0 */
-    const char *auto_p, *auto_u; /* a declaration the writer added here */
-};
-
-/* URI bound to prefix ("" = default) in scope, or NULL if unbound. */
-static const char *lookup(lua_State *L, const struct scope *s, const char *prefix)
-{
-    for (; s; s = s->up) {
-        if (s->auto_p && strcmp(s->auto_p, prefix) == 0) return s->auto_u;
-        if (s->nsdecls) {
-            lua_getfield(L, s->nsdecls, prefix);
-            const char *u = lua_tostring(L, -1);
-            lua_pop(L, 1); /* still referenced by the nsdecls table */
-            if (u) return u;
-        }
-    }
-    return NULL;
-}
-
-struct ser {
-    lua_State *L;
-    struct esb__lmod_buf *b;
-    int pretty;
-};
-
-static void indent(struct ser *w, int depth)
-{
-    esb__lmod_buf_addc(w->b, '\n');
-    for (int i = 0; i < depth; i++) esb__lmod_buf_add(w->b, "  ", 2);
-}
-
-/* Push the string keys of the table at t, sorted, as an array. */
-static void sorted_keys(lua_State *L, int t, const char *what, const char *who)
-{
-    lua_newtable(L);
-    int out = lua_gettop(L);
-    lua_Integer n = 0;
-    lua_pushnil(L);
-    while (lua_next(L, t)) {
-        lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING)
-            esb__lmod_error(L, "%s: %s keys must be strings", who, what);
-        lua_pushvalue(L, -1);
-        lua_rawseti(L, out, ++n);
-    }
-    /* insertion sort via table.sort would call Lua; n is small: do it here */
-    for (lua_Integer i = 2; i <= n; i++) {
-        for (lua_Integer j = i; j > 1; j--) {
-            lua_rawgeti(L, out, j - 1);
-            lua_rawgeti(L, out, j);
-            if (strcmp(lua_tostring(L, -2), lua_tostring(L, -1)) <= 0) {
-                lua_pop(L, 2);
-                break;
-            }
-            lua_rawseti(L, out, j - 1);
-            lua_rawseti(L, out, j);
-        }
-    }
-}
-
-static void write_element(struct ser *w, int node, const struct scope *up, int depth);
-
-static void write_attrs(struct ser *w, int node)
-{
-    lua_State *L = w->L;
-    const char *who = w->b->who;
-    if (lua_getfield(L, node, "attrs") != LUA_TTABLE) {
-        if (!lua_isnil(L, -1)) esb__lmod_error(L, "%s: attrs must be a table", who);
-        lua_pop(L, 1);
-        return;
-    }
-    int attrs = lua_gettop(L);
-    sorted_keys(L, attrs, "attribute", who);
-    int keys = lua_gettop(L);
-    lua_Integer n = (lua_Integer)lua_rawlen(L, keys);
-    for (lua_Integer i = 1; i <= n; i++) {
-        size_t kn, vn;
-        lua_rawgeti(L, keys, i);
-        const char *k = lua_tolstring(L, -1, &kn);
-        if (!valid_qname(k, kn)) esb__lmod_error(L, "%s: bad attribute name '%s'", who, k);
-        if (strcmp(k, "xmlns") == 0 || strncmp(k, "xmlns:", 6) == 0)
-            esb__lmod_error(L, "%s: declare namespaces with ns/nsdecls, not attrs", who);
-        lua_pushvalue(L, -1);
-        int t = lua_rawget(L, attrs);
-        if (t != LUA_TSTRING && t != LUA_TNUMBER)
-            esb__lmod_error(L, "%s: attribute '%s' must be a string or a number", who, k);
-        const char *v = lua_tolstring(L, -1, &vn);
-        esb__lmod_buf_addc(w->b, ' ');
-        esb__lmod_buf_add(w->b, k, kn);
-        esb__lmod_buf_add(w->b, "=\"", 2);
-        add_escaped(w->b, v, vn, 1);
-        esb__lmod_buf_addc(w->b, '"');
-        lua_pop(L, 2);
-    }
-    lua_settop(L, attrs - 1);
-}
-
-static void write_ns(struct ser *w, const char *prefix, const char *uri)
-{
-    esb__lmod_buf_adds(w->b, *prefix ? " xmlns:" : " xmlns");
-    esb__lmod_buf_adds(w->b, prefix);
-    esb__lmod_buf_add(w->b, "=\"", 2);
-    add_escaped(w->b, uri, strlen(uri), 1);
-    esb__lmod_buf_addc(w->b, '"');
-}
-
-/* Write the start tag's name and namespace declarations; fills self. */
-static void write_start(struct ser *w, int node, struct scope *self, const char *prefix)
-{
-    lua_State *L = w->L;
-    const char *who = w->b->who;
-    if (self->nsdecls) {
-        sorted_keys(L, self->nsdecls, "nsdecls", who);
-        int keys = lua_gettop(L);
-        for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, keys); i <= n; i++) {
-            lua_rawgeti(L, keys, i);
-            const char *p = lua_tostring(L, -1);
-            if (*p && !valid_ncname(p, strlen(p)))
-                esb__lmod_error(L, "%s: bad namespace prefix '%s'", who, p);
-            lua_pushvalue(L, -1);
-            if (lua_rawget(L, self->nsdecls) != LUA_TSTRING)
-                esb__lmod_error(L, "%s: nsdecls values must be strings", who);
-            write_ns(w, p, lua_tostring(L, -1));
-            lua_pop(L, 2);
-        }
-        lua_pop(L, 1);
-    }
-    lua_getfield(L, node, "ns");
-    const char *ns = lua_tostring(L, -1), *cur = lookup(L, self, prefix);
-    if (ns && !*ns) {
-        if (*prefix) esb__lmod_error(L, "%s: a prefixed element needs a namespace", who);
-        if (cur && *cur) {
-            write_ns(w, "", "");
-            self->auto_p = self->auto_u = "";
-        }
-    } else if (ns) {
-        if (!cur || strcmp(cur, ns) != 0) {
-            write_ns(w, prefix, ns);
-            self->auto_p = prefix;
-            self->auto_u = ns; /* anchored by the node table */
-        }
-    } else if (*prefix && !cur && strcmp(prefix, "xml") != 0) {
-        esb__lmod_error(L, "%s: prefix '%s' is not declared (set ns)", who, prefix);
-    }
-    lua_pop(L, 1);
-}
-
-static void write_children(struct ser *w, int node, const struct scope *self, int depth, int *empty)
-{
-    lua_State *L = w->L;
-    lua_Integer n = get_children(L, node);
-    int ch = lua_gettop(L), only_elems = n > 0;
-    for (lua_Integer i = 1; i <= n && only_elems; i++) {
-        only_elems = lua_rawgeti(L, ch, i) == LUA_TTABLE;
-        lua_pop(L, 1);
-    }
-    *empty = n == 0;
-    if (n) esb__lmod_buf_addc(w->b, '>');
-    for (lua_Integer i = 1; i <= n; i++) {
-        int t = lua_rawgeti(L, ch, i);
-        if (t == LUA_TTABLE) {
-            if (w->pretty && only_elems) indent(w, depth + 1);
-            write_element(w, lua_gettop(L), self, depth + 1);
-        } else if (t == LUA_TSTRING || t == LUA_TNUMBER) {
-            size_t len;
-            const char *s = lua_tolstring(L, -1, &len);
-            add_escaped(w->b, s, len, 0);
-        } else {
-            esb__lmod_error(L, "%s: a child must be a node table or a string, not %s", w->b->who,
-                            luaL_typename(L, -1));
-        }
-        lua_pop(L, 1);
-    }
-    if (w->pretty && only_elems) indent(w, depth);
-    lua_pop(L, 1);
-}
-
-static void write_element(struct ser *w, int node, const struct scope *up, int depth)
-{
-    lua_State *L = w->L;
-    const char *who = w->b->who;
-    size_t nn, pn = 0;
-    int empty;
-    check_depth(L, depth, who);
-    if (lua_getfield(L, node, "name") != LUA_TSTRING)
-        esb__lmod_error(L, "%s: an element needs a string name", who);
-    const char *name = lua_tolstring(L, -1, &nn);
-    if (!valid_ncname(name, nn)) esb__lmod_error(L, "%s: bad element name '%s'", who, name);
-    const char *prefix = "";
-    if (lua_getfield(L, node, "prefix") == LUA_TSTRING) prefix = lua_tolstring(L, -1, &pn);
-    if (*prefix && !valid_ncname(prefix, pn))
-        esb__lmod_error(L, "%s: bad namespace prefix '%s'", who, prefix);
-    struct scope self = {.up = up};
-    if (lua_getfield(L, node, "nsdecls") == LUA_TTABLE) self.nsdecls = lua_gettop(L);
-
-    esb__lmod_buf_addc(w->b, '<');
-    if (pn) {
-        esb__lmod_buf_add(w->b, prefix, pn);
-        esb__lmod_buf_addc(w->b, ':');
-    }
-    esb__lmod_buf_add(w->b, name, nn);
-    write_start(w, node, &self, prefix);
-    write_attrs(w, node);
-    write_children(w, node, &self, depth, &empty);
-    if (empty) {
-        esb__lmod_buf_add(w->b, "/>", 2);
-    } else {
-        esb__lmod_buf_add(w->b, "</", 2);
-        if (pn) {
-            esb__lmod_buf_add(w->b, prefix, pn);
-            esb__lmod_buf_addc(w->b, ':');
-        }
-        esb__lmod_buf_add(w->b, name, nn);
-        esb__lmod_buf_addc(w->b, '>');
-    }
-    lua_pop(L, 3);
-}
-
-static void serialize(lua_State *L, int node, int decl, int pretty, struct esb__lmod_buf *b)
-{
-    struct ser w = {.L = L, .b = b, .pretty = pretty};
-    if (decl) esb__lmod_buf_adds(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    write_element(&w, node, NULL, 0);
-}
-
-static int l_serialize(lua_State *L)
-{
-    const char *who = "esb.xml.serialize";
-    struct esb__lmod_buf b;
-    luaL_checktype(L, 1, LUA_TTABLE);
-    esb__lmod_check_opts(L, 2, who);
-    int decl = esb__lmod_opt_bool(L, 2, "declaration", 0, who);
-    int pretty = esb__lmod_opt_bool(L, 2, "pretty", 0, who);
-    esb__lmod_buf_init(L, &b, ESB_LMOD_MAX_OUTPUT, who);
-    serialize(L, 1, decl, pretty, &b);
-    esb__lmod_buf_push(&b);
+    push_tree(L, doc, xmlDocGetRootElement(doc), keep);
     return 1;
 }
 
@@ -651,7 +255,7 @@ static void string_value(xmlNodePtr n, struct esb__lmod_buf *b, int depth)
     for (; n; n = n->next) {
         if ((n->type == XML_TEXT_NODE || n->type == XML_CDATA_SECTION_NODE) && n->content)
             esb__lmod_buf_adds(b, (const char *)n->content);
-        else if (n->type == XML_ELEMENT_NODE && depth < MAX_TREE_DEPTH)
+        else if (n->type == XML_ELEMENT_NODE && depth < ESB_LMOD_XML_MAX_DEPTH)
             string_value(n->children, b, depth + 1);
     }
 }
@@ -690,12 +294,44 @@ static void free_xpobj(void *p)
     xmlXPathFreeObject(p);
 }
 
+/* libxml2 hands a custom XPath error handler only the code, no message. */
 static void xpath_error(void *ud, xmlErrorPtr e)
 {
+    static const char *const msgs[] = {"ok",
+                                       "number encoding",
+                                       "unfinished literal",
+                                       "start of literal",
+                                       "expected $ for variable reference",
+                                       "undefined variable",
+                                       "invalid predicate",
+                                       "invalid expression",
+                                       "missing closing curly brace",
+                                       "unregistered function",
+                                       "invalid operand",
+                                       "invalid type",
+                                       "invalid number of arguments",
+                                       "invalid context size",
+                                       "invalid context position",
+                                       "memory allocation error",
+                                       "syntax error",
+                                       "resource error",
+                                       "sub resource error",
+                                       "undefined namespace prefix",
+                                       "encoding error",
+                                       "character out of XML range",
+                                       "invalid or incomplete context",
+                                       "stack usage error",
+                                       "forbidden variable",
+                                       "operation limit exceeded",
+                                       "recursion limit exceeded"};
     char *msg = ud;
-    if (!msg[0] && e && e->message) {
+    if (msg[0] || !e) return;
+    int c = e->code - XML_XPATH_EXPRESSION_OK;
+    if (e->message) {
         snprintf(msg, 200, "%s", e->message);
         chomp(msg);
+    } else if (c >= 0 && (size_t)c < ESB_ARRAY_LEN(msgs)) {
+        snprintf(msg, 200, "%s", msgs[c]);
     }
 }
 
@@ -735,7 +371,7 @@ static void eval_xpath(lua_State *L, xmlDocPtr doc, int ei, int nsi, int nodes, 
             xmlNodePtr nd = r->nodesetval->nodeTab[i];
             if (nodes && nd->type == XML_DOCUMENT_NODE) nd = xmlDocGetRootElement(doc);
             if (nodes && nd && nd->type == XML_ELEMENT_NODE)
-                push_element(L, nd, nd->parent ? default_ns_at(doc, nd->parent) : 0, 0);
+                push_tree(L, doc, nd, 0);
             else if (nd)
                 push_string_value(L, nd, who);
             else
@@ -779,7 +415,7 @@ static int do_xpath(lua_State *L, int nodes)
         if (lua_type(L, 1) == LUA_TTABLE) {
             struct esb__lmod_buf b;
             esb__lmod_buf_init(L, &b, ESB_LMOD_MAX_OUTPUT, who);
-            serialize(L, 1, 0, 0, &b);
+            esb__lmod_xml_serialize(L, 1, 0, 0, &b);
             esb__lmod_buf_push(&b);
             lua_replace(L, 1); /* the text keeps living in slot 1 */
             lua_pop(L, 1);
@@ -832,7 +468,7 @@ static int doc_root(lua_State *L)
     struct doc_ud *d = luaL_checkudata(L, 1, DOC_MT);
     esb__lmod_check_opts(L, 2, "esb.xml doc:root");
     int keep = esb__lmod_opt_bool(L, 2, "keep_blanks", 0, "esb.xml doc:root");
-    push_element(L, xmlDocGetRootElement(d->doc), 0, keep);
+    push_tree(L, d->doc, xmlDocGetRootElement(d->doc), keep);
     return 1;
 }
 
@@ -852,12 +488,12 @@ int esb_luaopen_xml(lua_State *L)
 {
     static const luaL_Reg fns[] = {{"parse", l_parse},
                                    {"load", l_load},
-                                   {"text", l_text},
-                                   {"find", l_find},
-                                   {"find_all", l_find_all},
+                                   {"text", esb__lmod_xml_text},
+                                   {"find", esb__lmod_xml_find},
+                                   {"find_all", esb__lmod_xml_find_all},
                                    {"xpath", l_xpath},
                                    {"xpath_nodes", l_xpath_nodes},
-                                   {"serialize", l_serialize},
+                                   {"serialize", esb__lmod_xml_serialize_fn},
                                    {NULL, NULL}};
     static const luaL_Reg methods[] = {
         {"root", doc_root}, {"xpath", doc_xpath}, {"xpath_nodes", doc_xpath_nodes}, {NULL, NULL}};

@@ -1,0 +1,142 @@
+-- esb.xml: parse to tables, text/find/find_all, XPath, serialize, safety.
+local xml = esb.xml
+
+local src = [==[<?xml version="1.0" encoding="UTF-8"?>
+<!-- a comment -->
+<p:order xmlns:p="urn:po" xmlns="urn:default" id="7" p:kind="rush">
+  <p:item sku="A1" qty="2">Widget &amp; co</p:item>
+  <p:item sku="B2" qty="1"><![CDATA[<raw>]]> tail</p:item>
+  <note>mixed <b>bold</b> text<?pi x?></note>
+  <plain xmlns="">no namespace</plain>
+</p:order>]==]
+
+local root = xml.parse(src)
+ok(root.name == "order" and root.ns == "urn:po" and root.prefix == "p", "parse: root name, ns, prefix")
+ok(root.attrs.id == "7" and root.attrs["p:kind"] == "rush", "parse: attributes (prefixed keep prefix:)")
+ok(root.nsdecls.p == "urn:po" and root.nsdecls[""] == "urn:default", "parse: namespace declarations in nsdecls")
+ok(#root.children == 4, "parse: indentation between elements dropped (4 element children)")
+local item1 = root.children[1]
+ok(item1.name == "item" and item1.attrs.sku == "A1" and item1.children[1] == "Widget & co",
+   "parse: text children are strings, entities decoded")
+ok(root.children[2].children[1] == "<raw> tail", "parse: CDATA is text, merged with the next text")
+local note = root.children[3]
+ok(note.ns == "urn:default" and note.prefix == nil, "parse: default namespace on unprefixed elements")
+ok(note.children[1] == "mixed " and note.children[2].name == "b" and note.children[3] == " text",
+   "parse: mixed content keeps text around elements; PIs dropped")
+ok(root.children[4].ns == "", "parse: an element taken out of the default namespace has ns ''")
+ok(next(xml.parse("<a/>").attrs) == nil and #xml.parse("<a/>").children == 0,
+   "parse: attrs and children are always tables")
+ok(xml.parse("<a> </a>").children[1] == " ", "parse: whitespace-only text kept when it is all there is")
+local kb = xml.parse("<a>\n <b/>\n</a>", {keep_blanks = true})
+ok(#kb.children == 3 and kb.children[1] == "\n ", "parse: keep_blanks keeps indentation")
+ok(xml.parse('<?xml version="1.0" encoding="ISO-8859-1"?><a>\xe9</a>').children[1] == "\xc3\xa9",
+   "parse: declared encodings are converted to UTF-8")
+
+-- errors and hostile input
+local e = raises(xml.parse, "<a><b></a>")
+ok(e and e:find("esb.xml.parse: line 1:", 1, true), "parse: malformed XML names the line: " .. tostring(e))
+ok(raises(xml.parse, "") and raises(xml.parse, "not xml"), "parse: empty / non-XML refused")
+ok(raises(xml.parse, "<a>&undefined;</a>"), "parse: undefined entity refused")
+e = raises(xml.parse, '<!DOCTYPE a [<!ENTITY x "y">]><a>&x;</a>')
+ok(e and e:find("esb.xml.parse: DOCTYPE not allowed", 1, true), "parse: DOCTYPE refused: " .. tostring(e))
+local xxe = '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>'
+e = raises(xml.parse, xxe)
+ok(e and e:find("DOCTYPE not allowed", 1, true) and not e:find("root:", 1, true), "parse: XXE refused, no file read")
+local lol = '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">' ..
+  '<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">' ..
+  '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">' ..
+  '<!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">]><lolz>&lol4;</lolz>'
+ok(raises(xml.parse, lol):find("DOCTYPE not allowed", 1, true), "parse: billion laughs refused")
+ok(raises(xml.xpath, xxe, "string(/r)"):find("DOCTYPE not allowed", 1, true), "xpath: DOCTYPE refused too")
+ok(raises(xml.load, lol):find("DOCTYPE not allowed", 1, true), "load: DOCTYPE refused too")
+ok(raises(xml.parse, string.rep("<a>", 300) .. string.rep("</a>", 300)), "parse: nesting beyond 256 refused")
+ok(raises(xml.parse, '<a xmlns:xi="http://www.w3.org/2001/XInclude"><xi:include href="/etc/passwd" parse="text"/></a>') == nil,
+   "parse: XInclude elements are not processed (just elements)")
+ok(xml.find(xml.parse('<a xmlns:xi="http://www.w3.org/2001/XInclude"><xi:include href="/etc/passwd" parse="text"/></a>'), "include").attrs.href == "/etc/passwd",
+   "parse: xi:include stays an inert element")
+
+-- text / find / find_all
+ok(xml.text(note) == "mixed bold text", "text: concatenated descendant text")
+ok(xml.text("plain") == "plain", "text: a string is its own text")
+ok(xml.find(root, "item").attrs.sku == "A1", "find: first descendant by local name")
+ok(xml.find(root, "b").children[1] == "bold", "find: searches deep")
+ok(xml.find(root, "order") == nil, "find: the node itself is not a descendant")
+ok(xml.find(root, "missing") == nil, "find: nil when absent")
+local items = xml.find_all(root, "item")
+ok(#items == 2 and items[2].attrs.sku == "B2", "find_all: all matches in document order")
+ok(#xml.find_all(root, "nothing") == 0, "find_all: empty array when absent")
+ok(#xml.find_all(root, "p:item") == 2 and #xml.find_all(root, "x:item") == 0, "find: prefix:name matches the prefix")
+ok(#xml.find_all(root, "*", "urn:default") == 2, "find_all: '*' with a namespace filter")
+ok(xml.find(root, "item", "urn:other") == nil, "find: namespace filter")
+
+-- xpath
+local ns = {po = "urn:po", d = "urn:default"}
+local skus = xml.xpath(src, "//po:item/@sku", ns)
+ok(#skus == 2 and skus[1] == "A1" and skus[2] == "B2", "xpath: node-set -> array of strings")
+ok(xml.xpath(src, "count(//po:item)", ns) == 3 - 1 and math.type(xml.xpath(src, "count(//po:item)", ns)) == "integer",
+   "xpath: integral numbers come back as integers")
+ok(xml.xpath(src, "sum(//po:item/@qty) div 2", ns) == 1.5, "xpath: numbers")
+ok(xml.xpath(src, "boolean(//d:note)", ns) == true and xml.xpath(src, "boolean(//note)", ns) == false,
+   "xpath: booleans; unprefixed names mean no namespace")
+ok(xml.xpath(src, "string(//po:item[2])", ns) == "<raw> tail", "xpath: strings")
+ok(xml.xpath(src, "//d:note", ns)[1] == "mixed bold text", "xpath: element string-value")
+ok(#xml.xpath(src, "//nothing") == 0, "xpath: empty node-set -> empty array")
+e = raises(xml.xpath, src, "//po:item")
+ok(e and e:find("esb.xml.xpath:", 1, true), "xpath: unregistered prefix is an error: " .. tostring(e))
+e = raises(xml.xpath, src, "//[")
+ok(e and e:find("esb.xml.xpath: cannot evaluate", 1, true), "xpath: invalid expression: " .. tostring(e))
+ok(raises(xml.xpath, src, "//a", {po = 1}), "xpath: namespace map values must be strings")
+ok(xml.xpath(root, "string(/po:order/@id)", ns) == "7", "xpath: works on a node table")
+local nodes = xml.xpath_nodes(src, "//po:item", ns)
+ok(#nodes == 2 and nodes[1].name == "item" and nodes[1].attrs.qty == "2", "xpath_nodes: elements as tables")
+ok(xml.xpath_nodes(src, "//po:item/@sku", ns)[1] == "A1", "xpath_nodes: attributes as strings")
+ok(xml.xpath_nodes(src, "/", ns)[1].name == "order", "xpath_nodes: the document node is the root element")
+ok(xml.xpath_nodes(src, "//d:note", ns)[1].ns == "urn:default", "xpath_nodes: namespaces kept")
+local big = "<r>" .. string.rep("<a/>", 10000) .. "</r>"
+e = raises(xml.xpath, big, "count(//*[count(//*) > 0])")
+ok(e and e:find("operation limit exceeded", 1, true), "xpath: runaway expressions hit the operation limit: " .. tostring(e))
+
+-- load: parse once, query many
+local d = xml.load(src)
+ok(d:xpath("string(/po:order/@id)", ns) == "7" and #d:xpath("//po:item", ns) == 2, "load: doc:xpath")
+ok(d:xpath_nodes("//po:item", ns)[2].attrs.sku == "B2", "load: doc:xpath_nodes")
+ok(d:root().name == "order", "load: doc:root() is the table form")
+ok(xml.xpath(d, "count(//po:item)", ns) == 2, "xpath accepts a loaded document")
+ok(getmetatable(d) == "esb.xml.doc", "load: the document metatable is protected")
+ok(raises(xml.xpath, 42, "/"), "xpath: wrong source type is an error")
+
+-- serialize
+ok(xml.serialize({name = "a", attrs = {z = "1", b = "x\"<&"}, children = {"t<&>", {name = "c"}}}) ==
+   '<a b="x&quot;&lt;&amp;" z="1">t&lt;&amp;&gt;<c/></a>', "serialize: escaping, sorted attributes, empty elements")
+ok(xml.serialize({name = "a"}, {declaration = true}) == '<?xml version="1.0" encoding="UTF-8"?>\n<a/>',
+   "serialize: declaration")
+ok(xml.serialize({name = "a", children = {{name = "b", children = {"x"}}, {name = "c"}}}, {pretty = true}) ==
+   "<a>\n  <b>x</b>\n  <c/>\n</a>", "serialize: pretty indents element-only content")
+ok(xml.serialize({name = "a", children = {"t", {name = "b"}}}, {pretty = true}) == "<a>t<b/></a>",
+   "serialize: pretty leaves mixed content alone")
+ok(xml.serialize({name = "order", ns = "urn:x", children = {{name = "id", children = {"7"}}}}) ==
+   '<order xmlns="urn:x"><id>7</id></order>', "serialize: ns declares the default namespace; children inherit it")
+ok(xml.serialize({name = "order", prefix = "p", ns = "urn:x", children = {{name = "id", prefix = "p", ns = "urn:x"}}}) ==
+   '<p:order xmlns:p="urn:x"><p:id/></p:order>', "serialize: a prefix is declared once")
+ok(xml.serialize({name = "a", ns = "urn:x", children = {{name = "b", ns = ""}}}) ==
+   '<a xmlns="urn:x"><b xmlns=""/></a>', "serialize: ns '' undeclares the default namespace")
+ok(xml.serialize({name = "n", children = {42}}) == "<n>42</n>", "serialize: numbers as text")
+local rt = xml.serialize(root)
+local again = xml.parse(rt)
+ok(xml.serialize(again) == rt, "serialize(parse(x)) is stable")
+ok(again.children[4].ns == "" and again.ns == "urn:po" and again.attrs["p:kind"] == "rush"
+   and xml.xpath(rt, "string(//d:note/d:b)", ns) == "bold", "serialize: namespaces round-trip")
+e = raises(xml.serialize, {name = "a b"})
+ok(e and e:find("bad element name", 1, true), "serialize: bad names refused")
+ok(raises(xml.serialize, {name = "a", children = {"\1"}}):find("not allowed in XML", 1, true),
+   "serialize: control characters refused")
+ok(raises(xml.serialize, {name = "a", children = {"\xff"}}):find("UTF-8", 1, true), "serialize: invalid UTF-8 refused")
+ok(raises(xml.serialize, {name = "a", prefix = "q"}):find("not declared", 1, true), "serialize: undeclared prefix refused")
+ok(raises(xml.serialize, {name = "a", attrs = {xmlns = "u"}}):find("nsdecls", 1, true), "serialize: xmlns in attrs refused")
+ok(raises(xml.serialize, {name = "a", children = {true}}), "serialize: bad child type refused")
+local loop = {name = "a", children = {}}
+loop.children[1] = loop
+ok(raises(xml.serialize, loop):find("nesting deeper", 1, true), "serialize: cycles end in an error")
+ok(raises(xml.text, loop):find("nesting deeper", 1, true), "text: cycles end in an error")
+ok(raises(xml.find, loop, "zz"):find("nesting deeper", 1, true), "find: cycles end in an error")
+ok(xml.serialize({name = "a", attrs = {v = "l1\nl2\t"}}) == '<a v="l1&#10;l2&#9;"/>', "serialize: whitespace in attributes kept")
