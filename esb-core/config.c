@@ -1,8 +1,9 @@
 /* config.c - building an esb_config from the files config_include.c read:
- * the typed top-level elements (<log>, <bus>, <workers>) through attribute
- * tables, the connector endpoints through each connector's table, every
- * route through the route compiler, then the checks that span routes. Also
- * the diagnostics list, lookups, and the generated reference (docs/config.md).
+ * the typed top-level elements (<log>, <bus>, <workers>, <admin>) through
+ * attribute tables, the connector endpoints through each connector's table,
+ * every route through the route compiler, then the checks that span routes.
+ * Also the diagnostics list, lookups, and the generated reference
+ * (docs/config.md).
  *
  * The public struct esb_config is the first member of a private one that
  * also remembers where each route was defined (for cross-route messages). */
@@ -138,6 +139,22 @@ static const struct esb_attr_spec workers_spec[] = {
     ESB_ATTR_END,
 };
 
+struct admin_attrs {
+    char *listen, *token_file;
+};
+
+static const struct esb_attr_spec admin_spec[] = {
+    {"listen", ESB_ATTR_LISTEN, "127.0.0.1:9090", offsetof(struct admin_attrs, listen), 0, 0, 0,
+     NULL,
+     "Address the admin API binds to, IP:PORT. Keep it on loopback: another address is "
+     "allowed but logged as a warning, and the token then travels in clear text."},
+    {"token-file", ESB_ATTR_STRING, "var/admin.token", offsetof(struct admin_attrs, token_file), 0,
+     0, 0, NULL,
+     "File holding the bearer token every request must send, relative to esbd's working "
+     "directory. If missing, esbd creates it (mode 0600) with a random token."},
+    ESB_ATTR_END,
+};
+
 /* For the reference only: <include> is read by config_include.c. */
 struct include_attrs {
     char *href;
@@ -183,6 +200,8 @@ static void config_free(struct config_priv *p)
     free(c->endpoints);
     free(c->bus.dir);
     free(c->log_level);
+    free(c->admin.listen);
+    free(c->admin.token_file);
     free(c->path);
     for (size_t i = 0; i < p->nfiles; i++) free(p->files[i]);
     free(p->files);
@@ -233,8 +252,8 @@ void esb_config_bus_opts(const struct esb_config *c, struct esb_bus_opts *o)
 struct loader {
     struct config_priv *p;
     struct esb_diags *d;
-    /* first <log>/<bus>/<workers> seen, for "given twice" */
-    const struct esb__config_item *seen_log, *seen_bus, *seen_workers;
+    /* first <log>/<bus>/<workers>/<admin> seen, for "given twice" */
+    const struct esb__config_item *seen_log, *seen_bus, *seen_workers, *seen_admin;
 };
 
 /* Keep a copy of file for the config's lifetime; returns the copy. */
@@ -322,6 +341,27 @@ static void load_workers(struct loader *l, const struct esb__config_item *it)
         return;
     }
     l->p->pub.workers = a.count;
+}
+
+static void load_admin(struct loader *l, const struct esb__config_item *it)
+{
+    struct admin_attrs a = {0};
+    struct esb_err err = {0};
+    struct esb_config_admin *ad = &l->p->pub.admin;
+    if (once(l, &l->seen_admin, it) < 0) return;
+    if (esb_attrs_parse(admin_spec, it->node, it->file, &a, &err) < 0) {
+        diag_err(l->d, it->file, it->node, &err);
+        return;
+    }
+    if (!a.token_file[0]) {
+        esb_diag_add(l->d, it->file, esb__config_line(it->node), "admin",
+                     "attribute 'token-file': must not be empty");
+        esb_attrs_free(admin_spec, &a);
+        return;
+    }
+    ad->enabled = 1;
+    ad->listen = a.listen;
+    ad->token_file = a.token_file;
 }
 
 static int valid_id(const char *s)
@@ -538,6 +578,8 @@ int esb_config_load(const char *path, struct esb_config **out, struct esb_diags 
             load_bus(&l, it);
         else if (strcmp(name, "workers") == 0)
             load_workers(&l, it);
+        else if (strcmp(name, "admin") == 0)
+            load_admin(&l, it);
         else if (strcmp(name, "connectors") == 0)
             load_connectors(&l, it);
         else if (strcmp(name, "route") != 0)
@@ -609,8 +651,9 @@ static const char doc_intro[] =
     "### `<esb>`\n"
     "\n"
     "The root: `<esb xmlns=\"urn:esb:config:1\">`. Children in any order: `<include>`, "
-    "`<log>`, `<bus>`, `<workers>` (each at most once over all files), `<connectors>` (any "
-    "number) and `<route>` (any number). An included file has the same root.\n"
+    "`<log>`, `<bus>`, `<workers>`, `<admin>` (each at most once over all files), "
+    "`<connectors>` (any number) and `<route>` (any number). An included file has the same "
+    "root.\n"
     "\n";
 
 static void doc_connectors(void (*emit)(void *ctx, const char *text), void *ctx)
@@ -651,6 +694,10 @@ void esb_config_doc(void (*emit)(void *ctx, const char *text), void *ctx)
                   bus_spec, emit, ctx);
     esb_attrs_doc("workers", "The worker pool that runs routes and deliveries.", workers_spec, emit,
                   ctx);
+    esb_attrs_doc("admin",
+                  "The admin API (HTTP+JSON, bearer token; see admin-api.md) that `esbctl` "
+                  "talks to. Without this element esbd serves no admin API.",
+                  admin_spec, emit, ctx);
     doc_connectors(emit, ctx);
     esb_route_doc(emit, ctx);
 }

@@ -56,12 +56,21 @@ struct esb_config_bus {
     uint64_t queue_max_entries, queue_max_bytes;
 };
 
+/* <admin listen="127.0.0.1:9090" token-file="var/admin.token"/>: the admin
+ * API (admin.h). enabled is 0 when the element is absent (no admin API). */
+struct esb_config_admin {
+    int enabled;
+    char *listen;     /* IP:PORT ([v6]:PORT, localhost:PORT) */
+    char *token_file; /* relative to the working directory */
+};
+
 struct esb_config {
     _Atomic unsigned refs;
     char *path;                     /* the top-level file as given */
     struct esb_config_bus bus;
     uint64_t workers;               /* <workers count="N"/>; default = online CPUs */
     char *log_level;                /* <log level="info"/> */
+    struct esb_config_admin admin;  /* <admin>; admin.enabled 0 if absent */
     struct esb_endpoint **endpoints; /* every connector element, in file order */
     size_t nendpoints;
     struct esb_route **routes;      /* compiled routes, in file order */
