@@ -11,17 +11,23 @@
 
 struct esb_admin;
 struct esb_config;
+struct esb_diags;
 struct esb_runtime;
 
-/* Ask the daemon to reload its config file; returns 0 or fills err with
- * the diagnostics (one per line). Runs on the admin thread. */
-typedef int (*esb_admin_reload_fn)(void *ctx, struct esb_err *err);
+/* Ask the daemon to reload its config file; returns 0, or a negative code
+ * with every problem in d (config errors as "FILE:LINE: element <x>: ...",
+ * at least one). Runs on an admin thread, possibly on two at once: the
+ * callback serializes with the daemon's other reloads (SIGHUP). */
+typedef int (*esb_admin_reload_fn)(void *ctx, struct esb_diags *d);
 
 /* Start the admin API of cfg (<admin>), or do nothing (*out NULL) if the
- * config has no <admin> element. */
+ * config has no <admin> element. Reads the token file (creating it when
+ * missing) and binds cfg->admin.listen; on error nothing is left running.
+ * rt must outlive the admin API: stop it before the runtime. */
 int esb_admin_start(const struct esb_config *cfg, struct esb_runtime *rt,
                     esb_admin_reload_fn reload, void *reload_ctx, struct esb_admin **out,
                     struct esb_err *err) ESB_WUR;
-void esb_admin_stop(struct esb_admin *a); /* NULL-safe */
+/* Stop serving (waits for requests in progress) and free. NULL-safe. */
+void esb_admin_stop(struct esb_admin *a);
 
 #endif
