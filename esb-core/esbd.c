@@ -6,6 +6,9 @@
  * thread alone takes them with sigwait(3). SIGHUP reloads the config file:
  * if the new file has errors they are logged (file:line) and the running
  * config stays; otherwise the new routes take over without losing anything.
+ * With <admin>, the admin API (admin.h) starts after the runtime and stops
+ * before it; its POST /v1/reload runs the same reload as SIGHUP, and one
+ * mutex makes the two take turns (a reload is load + swap, never mixed).
  *
  * Exit codes: 0 clean stop (also --help, --version, a passing --check),
  * 1 start-up failure (config errors, bus open failed, a port in use),
@@ -15,12 +18,14 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "bus.h"
 #include "config.h"
 #include "log.h"
@@ -78,8 +83,9 @@ static const char *signame(int sig)
     }
 }
 
-/* Load path, printing every diagnostic. NULL on errors. */
-static struct esb_config *load(const char *path, const char *what)
+/* Load path, logging every diagnostic. NULL on errors; then, if keep is
+ * not NULL, the diagnostics are also handed to it. */
+static struct esb_config *load(const char *path, const char *what, struct esb_diags *keep)
 {
     struct esb_config *cfg = NULL;
     struct esb_diags d = {0};
@@ -88,6 +94,9 @@ static struct esb_config *load(const char *path, const char *what)
         esb_error("%s: %s has %zu error%s; %s", what, path, d.n, d.n == 1 ? "" : "s",
                   strcmp(what, "reload") == 0 ? "the running config stays in force"
                                               : "not started");
+        if (keep) {
+            for (size_t i = 0; i < d.n; i++) esb_diag_add(keep, NULL, 0, NULL, "%s", d.msgs[i]);
+        }
     }
     esb_diags_free(&d);
     return cfg;
@@ -104,6 +113,55 @@ static void override(struct esb_config *cfg, const char *data, int fsync, unsign
         cfg->bus.fsync = fsync;
         cfg->bus.fsync_interval_ms = fsync_ms;
     }
+}
+
+/* What a reload needs; lock makes SIGHUP and admin reloads take turns. */
+struct reloader {
+    pthread_mutex_t lock;
+    struct esb_runtime *rt;
+    const char *config, *data;
+    int fsync; /* -1: no --fsync override */
+    unsigned fsync_ms;
+    char *admin_listen, *admin_token_file; /* as started (NULL: no admin API) */
+};
+
+static int same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Reload the config file; on failure the running config stays and d (if
+ * not NULL) receives every problem. Returns 0 or negative. */
+static int reload_config(struct reloader *r, struct esb_diags *d)
+{
+    struct esb_err err = {0};
+    int rc = 0;
+    pthread_mutex_lock(&r->lock);
+    struct esb_config *next = load(r->config, "reload", d);
+    if (!next) {
+        rc = ESB_EINVAL;
+        goto out;
+    }
+    override(next, r->data, r->fsync, r->fsync_ms);
+    rc = esb_runtime_reload(r->rt, next, &err);
+    if (rc < 0) {
+        esb_error("reload: %s; the running config stays in force", err.msg);
+        esb_diag_add(d, NULL, 0, NULL, "%s", err.msg[0] ? err.msg : esb_strerror(rc));
+    } else if (!same_str(next->admin.enabled ? next->admin.listen : NULL, r->admin_listen) ||
+               !same_str(next->admin.enabled ? next->admin.token_file : NULL,
+                         r->admin_token_file)) {
+        esb_warn("reload: <admin> changed; the admin API keeps its settings until esbd restarts");
+    }
+    esb_config_unref(next);
+out:
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+/* esb_admin_reload_fn: POST /v1/reload. */
+static int admin_reload(void *ctx, struct esb_diags *d)
+{
+    return reload_config(ctx, d);
 }
 
 int main(int argc, char **argv)
@@ -163,7 +221,7 @@ int main(int argc, char **argv)
     if (!config) usage_error("a CONFIG file is required", NULL);
     if (level >= 0) esb_log_set_level((enum esb_log_level)level);
 
-    struct esb_config *cfg = load(config, check ? "check" : "start");
+    struct esb_config *cfg = load(config, check ? "check" : "start", NULL);
     if (!cfg) return ESBD_EXIT_START;
     if (check) {
         printf("%s: OK (%zu routes, %zu endpoints)\n", config, cfg->nroutes, cfg->nendpoints);
@@ -197,6 +255,26 @@ int main(int argc, char **argv)
         esb_config_unref(cfg);
         return ESBD_EXIT_START;
     }
+    struct reloader rl = {
+        .lock = PTHREAD_MUTEX_INITIALIZER,
+        .rt = rt,
+        .config = config,
+        .data = data,
+        .fsync = fsync_arg ? (int)fsync : -1,
+        .fsync_ms = fsync_ms,
+        .admin_listen = cfg->admin.enabled ? esb_strdup(cfg->admin.listen) : NULL,
+        .admin_token_file = cfg->admin.enabled ? esb_strdup(cfg->admin.token_file) : NULL,
+    };
+    struct esb_admin *admin = NULL;
+    rc = esb_admin_start(cfg, rt, admin_reload, &rl, &admin, &err);
+    if (rc < 0) {
+        esb_error("esbd cannot start: %s", err.msg[0] ? err.msg : esb_strerror(rc));
+        esb_runtime_stop(rt);
+        esb_config_unref(cfg);
+        free(rl.admin_listen);
+        free(rl.admin_token_file);
+        return ESBD_EXIT_START;
+    }
     struct esb_bus_stats st;
     esb_bus_get_stats(esb_runtime_bus(rt), &st);
     esb_info("esbd ready config=%s bus=%s routes=%zu records=%" PRIu64 " entries=%" PRIu64
@@ -214,18 +292,16 @@ int main(int argc, char **argv)
         }
         if (sig == SIGHUP) {
             esb_info("esbd signal=SIGHUP reloading config=%s", config);
-            struct esb_config *next = load(config, "reload");
-            if (!next) continue;
-            override(next, data, fsync_arg ? (int)fsync : -1, fsync_ms);
-            if (esb_runtime_reload(rt, next, &err) < 0)
-                esb_error("reload: %s; the running config stays in force", err.msg);
-            esb_config_unref(next);
+            (void)reload_config(&rl, NULL);
             continue;
         }
         esb_info("esbd stopping signal=%s", signame(sig));
         break;
     }
+    esb_admin_stop(admin); /* before the runtime its requests use */
     esb_runtime_stop(rt);
+    free(rl.admin_listen);
+    free(rl.admin_token_file);
     esb_info("esbd stopped");
     return rc == 0 ? 0 : ESBD_EXIT_START;
 }
