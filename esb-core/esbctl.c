@@ -1,19 +1,21 @@
-/* esbctl.c - the operator's tool.
+/* esbctl.c - the operator's tool: main, global options, and the commands
+ * that work without a running esbd.
  *
- * Commands so far:
  *   esbctl check FILE            load and check a config file, print its errors
  *   esbctl config-doc            print the config reference (docs/config.md)
- *   esbctl queues [--data DIR]   list the queues of a bus directory
+ *   esbctl queues --data DIR     list the queues of a bus directory (offline)
  *   esbctl browse QUEUE [--data DIR] [--limit N]
- *                                print a queue's entries (e.g. a dead-letter
- *                                queue with its reasons) as JSON lines
+ *                                print a queue's entries as JSON lines (offline)
  *
- * `queues` opens the bus directory itself, read-write, exactly as esbd does
- * (recovery runs and may cut a torn tail), so esbd must NOT be running on
- * that directory. A later issue moves esbctl onto esbd's admin API.
+ * The offline commands open the bus directory themselves, read-write,
+ * exactly as esbd does (recovery runs and may cut a torn tail), so esbd must
+ * NOT be running on that directory (its LOCK refuses). The commands for a
+ * running esbd (status, queues without --data, dlq, reload) go through its
+ * admin API: esbctl_admin.c.
  *
  * Exit codes: 0 ok, 1 the command failed (for check: the config has errors),
- * 2 bad arguments or unknown command, 70 fatal bus error. */
+ * 2 bad arguments or unknown command, 3 not found (admin commands: no such
+ * queue or entry), 70 fatal bus error. */
 #include "config.h"
 
 #include <errno.h>
@@ -25,48 +27,70 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <jansson.h>
+#include <libxml/parser.h>
 
 #include "bus.h"
+#include "esbctl.h"
 #include "msg.h"
 #include "log.h"
 #include "util.h"
 
 #define ESBCTL_DEFAULT_DATA "var/bus"
-#define ESBCTL_EXIT_FAIL    1
-#define ESBCTL_EXIT_USAGE   2
-#define ESBCTL_EXIT_FATAL   70 /* EX_SOFTWARE */
 
-static void usage(FILE *out)
+void esbctl_usage(FILE *out)
 {
-    fprintf(
-        out,
-        "Usage: esbctl [--help | --version]\n"
-        "       esbctl COMMAND [OPTIONS]\n"
-        "\n"
-        "Commands:\n"
-        "  check FILE           load and check the config FILE as esbd would (parse,\n"
-        "                       includes, ${ENV}, schema, attributes, routes); print\n"
-        "                       \"FILE: OK (N routes, M endpoints)\" or every error as\n"
-        "                       FILE:LINE: element <x>: message, on stderr.\n"
-        "  config-doc           print the configuration reference (markdown; the\n"
-        "                       text of docs/config.md).\n"
-        "  queues [--data DIR]  list the queues of the bus in DIR (default: " ESBCTL_DEFAULT_DATA
-        ")\n"
-        "                       with their entries, ready, waiting and bytes.\n"
-        "                       Opens the bus directory itself: esbd must not be\n"
-        "                       running on DIR.\n"
-        "  browse QUEUE [--data DIR] [--limit N]\n"
-        "                       print the entries of QUEUE (default at most 1000) as\n"
-        "                       JSON lines: seq, id, attempt, reason and origin for\n"
-        "                       dead letters, headers and the first 1 KiB of the body.\n"
-        "                       Like queues, esbd must not be running on DIR.\n"
-        "\n"
-        "Exit status: 0 ok, 1 the command failed (check: the config has errors),\n"
-        "2 bad arguments, 70 fatal bus error.\n");
+    fprintf(out,
+            "Usage: esbctl [--help | --version]\n"
+            "       esbctl [--admin URL] [--token-file F] [--config FILE] COMMAND [OPTIONS]\n"
+            "\n"
+            "Commands for a running esbd, through its admin API:\n"
+            "  status               is esbd up? (its version and pid)\n"
+            "  queues               list the bus queues: entries, ready, inflight,\n"
+            "                       waiting, bytes.\n"
+            "  dlq list QUEUE [--filter TEXT] [--limit N]\n"
+            "                       the entries of a dead-letter queue: seq, id, attempt,\n"
+            "                       age and reason (only those whose reason contains TEXT;\n"
+            "                       at most N, default 100).\n"
+            "  dlq show QUEUE SEQ [--json]\n"
+            "                       one entry with its reason, headers and whole body.\n"
+            "  dlq replay QUEUE (--id SEQ | --all) [--filter TEXT] [--to QUEUE]\n"
+            "                       send dead letters back to the queue they died in (or\n"
+            "                       to the bus queue --to, e.g. queue:NAME); each leaves\n"
+            "                       the DLQ in the same transaction, so at most once.\n"
+            "  dlq purge QUEUE (--id SEQ | --all) [--filter TEXT]\n"
+            "                       delete dead letters.\n"
+            "  reload               make esbd reload its config file (as SIGHUP); prints\n"
+            "                       the errors (FILE:LINE) if the new file is refused.\n"
+            "Where the admin API is: --admin URL, else <admin listen> of --config FILE,\n"
+            "else http://127.0.0.1:9090. The token: --token-file F, else <admin\n"
+            "token-file> of --config FILE, else var/admin.token (relative to the\n"
+            "working directory, as for esbd). These options may also follow COMMAND.\n"
+            "\n"
+            "Commands without esbd:\n"
+            "  check FILE           load and check the config FILE as esbd would (parse,\n"
+            "                       includes, ${ENV}, schema, attributes, routes); print\n"
+            "                       \"FILE: OK (N routes, M endpoints)\" or every error as\n"
+            "                       FILE:LINE: element <x>: message, on stderr.\n"
+            "  config-doc           print the configuration reference (markdown; the\n"
+            "                       text of docs/config.md).\n"
+            "  queues --data DIR    list the queues of the bus in DIR, read from disk.\n"
+            "                       esbd must not be running on DIR.\n"
+            "  browse QUEUE [--data DIR] [--limit N]\n"
+            "                       print the entries of QUEUE in DIR (default " ESBCTL_DEFAULT_DATA
+            ")\n"
+            "                       (at most N, default 1000) as JSON lines: seq, id,\n"
+            "                       attempt, reason and origin for dead letters, headers\n"
+            "                       and the first 1 KiB of the body. esbd must not be\n"
+            "                       running on DIR.\n"
+            "\n"
+            "Exit status: 0 ok, 1 the command failed (check: the config has errors;\n"
+            "admin API unreachable, wrong token, request refused), 2 bad arguments,\n"
+            "3 no such queue or entry, 70 fatal bus error.\n");
 }
 
-static _Noreturn void usage_error(const char *what, const char *arg)
+_Noreturn void esbctl_usage_error(const char *what, const char *arg)
 {
     fprintf(stderr, "esbctl: %s%s%s\nTry 'esbctl --help' for more information.\n", what,
             arg ? ": " : "", arg ? arg : "");
@@ -146,9 +170,10 @@ static int cmd_queues(int argc, char **argv)
     static const struct option long_opts[] = {
         {"data", required_argument, NULL, OPT_DATA},
         {"help", no_argument, NULL, OPT_HELP},
+        ESBCTL_CONN_OPTIONS,
         {NULL, 0, NULL, 0},
     };
-    const char *data = ESBCTL_DEFAULT_DATA;
+    const char *data = NULL;
     int c;
 
     optind = 0; /* glibc: restart scanning on the sub-command's argv */
@@ -156,20 +181,22 @@ static int cmd_queues(int argc, char **argv)
     while ((c = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
         switch (c) {
         case OPT_DATA:
-            if (optarg[0] == '\0') usage_error("--data needs a directory", NULL);
+            if (optarg[0] == '\0') esbctl_usage_error("--data needs a directory", NULL);
             data = optarg;
             break;
         case 'h':
         case OPT_HELP:
-            usage(stdout);
+            esbctl_usage(stdout);
             return 0;
         case ':':
-            usage_error("option needs an argument", argv[optind - 1]);
+            esbctl_usage_error("option needs an argument", argv[optind - 1]);
         default:
-            usage_error("unknown option", argv[optind - 1]);
+            if (esbctl_conn_option(c, optarg)) break;
+            esbctl_usage_error("unknown option", argv[optind - 1]);
         }
     }
-    if (optind < argc) usage_error("queues takes no arguments", argv[optind]);
+    if (optind < argc) esbctl_usage_error("queues takes no arguments", argv[optind]);
+    if (!data) return esbctl_queues_online();
 
     struct esb_bus *bus = open_existing_bus(data);
     if (!bus) return ESBCTL_EXIT_FAIL;
@@ -262,20 +289,20 @@ static int cmd_browse(int argc, char **argv)
         case OPT_LIMIT: {
             char *end;
             b.limit = strtol(optarg, &end, 10);
-            if (*end || b.limit < 1) usage_error("--limit needs a positive number", optarg);
+            if (*end || b.limit < 1) esbctl_usage_error("--limit needs a positive number", optarg);
             break;
         }
         case 'h':
         case OPT_HELP:
-            usage(stdout);
+            esbctl_usage(stdout);
             return 0;
         case ':':
-            usage_error("option needs an argument", argv[optind - 1]);
+            esbctl_usage_error("option needs an argument", argv[optind - 1]);
         default:
-            usage_error("unknown option", argv[optind - 1]);
+            esbctl_usage_error("unknown option", argv[optind - 1]);
         }
     }
-    if (optind + 1 != argc) usage_error("browse takes one QUEUE", NULL);
+    if (optind + 1 != argc) esbctl_usage_error("browse takes one QUEUE", NULL);
     const char *queue = argv[optind];
     struct esb_bus *bus = open_existing_bus(data);
     if (!bus) return ESBCTL_EXIT_FAIL;
@@ -302,10 +329,10 @@ static int help_only(int argc, char **argv)
     opterr = 0;
     while ((c = getopt_long(argc, argv, "+h", long_opts, NULL)) != -1) {
         if (c == 'h') {
-            usage(stdout);
+            esbctl_usage(stdout);
             return 1;
         }
-        usage_error("unknown option", argv[optind - 1]);
+        esbctl_usage_error("unknown option", argv[optind - 1]);
     }
     return 0;
 }
@@ -313,8 +340,8 @@ static int help_only(int argc, char **argv)
 static int cmd_check(int argc, char **argv)
 {
     if (help_only(argc, argv)) return 0;
-    if (optind >= argc) usage_error("check needs a config FILE", NULL);
-    if (optind + 1 < argc) usage_error("check takes one FILE", argv[optind + 1]);
+    if (optind >= argc) esbctl_usage_error("check needs a config FILE", NULL);
+    if (optind + 1 < argc) esbctl_usage_error("check takes one FILE", argv[optind + 1]);
     const char *path = argv[optind];
 
     struct esb_config *cfg = NULL;
@@ -343,7 +370,7 @@ static void emit_stdout(void *ctx, const char *text)
 static int cmd_config_doc(int argc, char **argv)
 {
     if (help_only(argc, argv)) return 0;
-    if (optind < argc) usage_error("config-doc takes no arguments", argv[optind]);
+    if (optind < argc) esbctl_usage_error("config-doc takes no arguments", argv[optind]);
     esb_config_doc(emit_stdout, NULL);
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "esbctl: writing output failed: %s\n", strerror(errno));
@@ -358,29 +385,56 @@ static const struct {
     const char *name;
     int (*run)(int argc, char **argv);
 } commands[] = {
-    {"check", cmd_check},
-    {"config-doc", cmd_config_doc},
-    {"queues", cmd_queues},
-    {"browse", cmd_browse},
+    {"check", cmd_check},          {"config-doc", cmd_config_doc}, {"queues", cmd_queues},
+    {"browse", cmd_browse},        {"status", esbctl_cmd_status},  {"dlq", esbctl_cmd_dlq},
+    {"reload", esbctl_cmd_reload},
 };
+
+/* Run command argv[0]; the caller cleans up the libraries afterwards. */
+static int run(int argc, char **argv)
+{
+    for (size_t i = 0; i < ESB_ARRAY_LEN(commands); i++)
+        if (strcmp(argv[0], commands[i].name) == 0) return commands[i].run(argc, argv);
+    esbctl_usage_error("unknown command", argv[0]);
+}
 
 int main(int argc, char **argv)
 {
     /* Keep stdout for the command's output; recovery notes below warn stay quiet. */
     esb_log_set_level(ESB_LOG_WARN);
 
-    if (argc < 2) usage_error("missing command", NULL);
-    const char *cmd = argv[1];
-    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
-        usage(stdout);
+    /* Global options, up to the command (the '+' stops there). */
+    static const struct option global_opts[] = {
+        ESBCTL_CONN_OPTIONS,
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+:h", global_opts, NULL)) != -1) {
+        if (esbctl_conn_option(c, optarg)) continue;
+        switch (c) {
+        case 'h':
+            esbctl_usage(stdout);
+            return 0;
+        case 'V':
+            printf("esbctl %s\n", PACKAGE_VERSION);
+            return 0;
+        case ':':
+            esbctl_usage_error("option needs an argument", argv[optind - 1]);
+        default:
+            esbctl_usage_error("unknown option", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) esbctl_usage_error("missing command", NULL);
+    if (strcmp(argv[optind], "help") == 0) {
+        esbctl_usage(stdout);
         return 0;
     }
-    if (strcmp(cmd, "--version") == 0) {
-        printf("esbctl %s\n", PACKAGE_VERSION);
-        return 0;
-    }
-    if (cmd[0] == '-') usage_error("unknown option", cmd);
-    for (size_t i = 0; i < ESB_ARRAY_LEN(commands); i++)
-        if (strcmp(cmd, commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
-    usage_error("unknown command", cmd);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int rc = run(argc - optind, argv + optind);
+    curl_global_cleanup();
+    xmlCleanupParser();
+    return rc;
 }
