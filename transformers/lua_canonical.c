@@ -305,33 +305,21 @@ static void encode(lua_State *L, int ev, const char *who)
             esb__lmod_error(L, "%s: time '%.40s' is not an RFC 3339 time", who, s);
         lua_pop(L, 1);
     }
-    /* extension names, sorted */
-    lua_newtable(L);
-    int exts = lua_gettop(L);
-    lua_Integer ne = 0;
-    lua_pushnil(L);
-    while (lua_next(L, ev)) {
-        if (lua_type(L, -2) != LUA_TSTRING)
-            esb__lmod_error(L, "%s: attribute names must be strings", who);
-        const char *k = lua_tostring(L, -2);
+    /* attribute names, sorted; the extensions are the non-standard ones */
+    lua_Integer nk = esb__lmod_sorted_keys(L, ev, "attribute", who);
+    int keys = lua_gettop(L);
+    for (lua_Integer i = 1; i <= nk; i++) {
+        lua_rawgeti(L, keys, i);
+        const char *k = lua_tostring(L, -1);
+        if (strlen(k) != lua_rawlen(L, -1))
+            esb__lmod_error(L, "%s: attribute names cannot contain NUL", who);
         if (!is_standard(k)) {
+            lua_pushvalue(L, -1);
+            lua_rawget(L, ev);
             check_ext(L, k, who);
-            lua_pushvalue(L, -2);
-            lua_rawseti(L, exts, ++ne);
+            lua_pop(L, 1);
         }
         lua_pop(L, 1);
-    }
-    for (lua_Integer i = 2; i <= ne; i++) { /* insertion sort: a handful of names */
-        for (lua_Integer j = i; j > 1; j--) {
-            lua_rawgeti(L, exts, j - 1);
-            lua_rawgeti(L, exts, j);
-            if (strcmp(lua_tostring(L, -2), lua_tostring(L, -1)) <= 0) {
-                lua_pop(L, 2);
-                break;
-            }
-            lua_rawseti(L, exts, j - 1);
-            lua_rawseti(L, exts, j);
-        }
     }
 
     esb__lmod_buf_init(L, &b, ESB_LMOD_MAX_OUTPUT, who);
@@ -343,12 +331,16 @@ static void encode(lua_State *L, int ev, const char *who)
             lua_pop(L, 1);
         }
     }
-    for (lua_Integer i = 1; i <= ne; i++) {
-        lua_rawgeti(L, exts, i);
+    for (lua_Integer i = 1; i <= nk; i++) {
+        lua_rawgeti(L, keys, i);
         const char *k = lua_tostring(L, -1);
-        lua_getfield(L, ev, k);
-        member(L, &b, &first, k, lua_gettop(L), &o);
-        lua_pop(L, 2);
+        if (!is_standard(k)) {
+            lua_pushvalue(L, -1);
+            lua_rawget(L, ev);
+            member(L, &b, &first, k, lua_gettop(L), &o);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
     }
     for (const char *const *k = data_attrs; *k; k++) {
         if (lua_getfield(L, ev, *k) != LUA_TNIL) member(L, &b, &first, *k, lua_gettop(L), &o);
@@ -356,8 +348,8 @@ static void encode(lua_State *L, int ev, const char *who)
     }
     esb__lmod_buf_addc(&b, '}');
     esb__lmod_buf_push(&b);
-    lua_replace(L, exts);
-    lua_settop(L, exts);
+    lua_replace(L, keys);
+    lua_settop(L, keys);
 }
 
 static int l_encode(lua_State *L)

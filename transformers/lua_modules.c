@@ -114,6 +114,52 @@ void esb__lmod_guard_drop(lua_State *L, int idx)
     lua_remove(L, idx);
 }
 
+/* ---- sorted keys ---- */
+
+struct skey {
+    const char *s;
+    size_t n;
+};
+
+static int skey_cmp(const void *a, const void *b)
+{
+    const struct skey *x = a, *y = b;
+    int c = memcmp(x->s, y->s, x->n < y->n ? x->n : y->n);
+    return c ? c : (x->n > y->n) - (x->n < y->n);
+}
+
+lua_Integer esb__lmod_sorted_keys(lua_State *L, int t, const char *what, const char *who)
+{
+    luaL_checkstack(L, 6, "out of stack space");
+    t = lua_absindex(L, t);
+    lua_newtable(L); /* the keys, unsorted: anchors the strings */
+    int anchor = lua_gettop(L);
+    lua_Integer n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            esb__lmod_error(L, "%s: %s keys must be strings", who, what);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, anchor, ++n);
+    }
+    struct skey *k = lua_newuserdatauv(L, (size_t)n * sizeof(*k) + 1, 0);
+    for (lua_Integer i = 0; i < n; i++) {
+        lua_rawgeti(L, anchor, i + 1);
+        k[i].s = lua_tolstring(L, -1, &k[i].n);
+        lua_pop(L, 1); /* still in the anchor table */
+    }
+    qsort(k, (size_t)n, sizeof(*k), skey_cmp);
+    lua_createtable(L, n > INT32_MAX ? 0 : (int)n, 0);
+    for (lua_Integer i = 0; i < n; i++) {
+        lua_pushlstring(L, k[i].s, k[i].n);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_replace(L, anchor);
+    lua_pop(L, 1);
+    return n;
+}
+
 /* ---- UTF-8 ---- */
 
 size_t esb__lmod_utf8_check(const char *s, size_t n)

@@ -82,6 +82,10 @@ lua_Integer esb__lmod_opt_int(lua_State *L, int idx, const char *name, lua_Integ
 /* Returns the string (valid while the options table holds it) or def. */
 const char *esb__lmod_opt_str(lua_State *L, int idx, const char *name, const char *def, size_t *len,
                               const char *who);
+/* Push an array of the keys of the table at t in byte order (O(n log n));
+ * returns their number. Keys that are not strings raise
+ * "<who>: <what> keys must be strings". */
+lua_Integer esb__lmod_sorted_keys(lua_State *L, int t, const char *what, const char *who);
 /* Check that idx is nil/none or a table ("<who>: options must be a table"). */
 void esb__lmod_check_opts(lua_State *L, int idx, const char *who);
 

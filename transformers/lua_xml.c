@@ -31,6 +31,7 @@
 
 #define DOC_MT         "esb.xml.doc"
 #define XPATH_OP_LIMIT 10000000UL /* XPath steps per evaluation */
+#define MAX_ATTRS      256        /* attributes and xmlns declarations per element */
 
 /* ---- safe parsing ---- */
 
@@ -56,6 +57,45 @@ static void chomp(char *s)
     while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ')) s[--n] = '\0';
 }
 
+/* libxml2 2.9 checks an element's attributes for duplicates pairwise, so a
+ * start tag with 100000 attributes costs minutes of CPU. Before parsing,
+ * count attributes ('=' outside quotes) per start tag; returns the line of
+ * the first tag with more than max, or 0. Comments, CDATA and PIs skipped. */
+static long too_many_attrs(const char *s, size_t n, int max)
+{
+    long line = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\n') line++;
+        if (s[i] != '<') continue;
+        const char *end = NULL;
+        if (n - i >= 4 && memcmp(s + i, "<!--", 4) == 0)
+            end = "-->";
+        else if (n - i >= 9 && memcmp(s + i, "<![CDATA[", 9) == 0)
+            end = "]]>";
+        else if (n - i >= 2 && s[i + 1] == '?')
+            end = "?>";
+        if (end) { /* skip to the terminator */
+            size_t el = strlen(end);
+            for (i++; i < n && !(n - i >= el && memcmp(s + i, end, el) == 0); i++)
+                line += s[i] == '\n';
+            continue;
+        }
+        int count = 0;
+        char quote = 0;
+        for (i++; i < n && (quote || s[i] != '>'); i++) {
+            if (s[i] == '\n') line++;
+            if (quote) {
+                if (s[i] == quote) quote = 0;
+            } else if (s[i] == '"' || s[i] == '\'') {
+                quote = s[i];
+            } else if (s[i] == '=' && ++count > max) {
+                return line;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Parse s into a document or raise "<who>: ..." (nothing leaks). */
 static xmlDocPtr safe_parse(lua_State *L, const char *s, size_t n, const char *who)
 {
@@ -65,6 +105,10 @@ static xmlDocPtr safe_parse(lua_State *L, const char *s, size_t n, const char *w
     if (n == 0) esb__lmod_error(L, "%s: empty document", who);
     if (n > ESB_LMOD_MAX_INPUT || n > INT_MAX)
         esb__lmod_error(L, "%s: input of %zu bytes is larger than %zu", who, n, ESB_LMOD_MAX_INPUT);
+    long line = too_many_attrs(s, n, MAX_ATTRS);
+    if (line)
+        esb__lmod_error(L, "%s: line %ld: more than %d attributes on one element", who, line,
+                        MAX_ATTRS);
     xmlParserCtxtPtr c = xmlCreateMemoryParserCtxt(s, (int)n);
     if (!c) esb__lmod_error(L, "%s: cannot create an XML parser", who);
     /* Never NOENT, DTDLOAD, DTDATTR, DTDVALID, XINCLUDE or HUGE here. */
@@ -99,6 +143,11 @@ static void free_doc(void *p)
 }
 
 /* ---- document -> tables ---- */
+
+static int is_text(xmlNodePtr n)
+{
+    return (n->type == XML_TEXT_NODE || n->type == XML_CDATA_SECTION_NODE) && n->content;
+}
 
 static int is_blank(const char *s, size_t n)
 {
@@ -187,29 +236,48 @@ static void push_element(lua_State *L, const struct conv *cv, xmlNodePtr el, int
     }
     set_key(L, cv, K_ATTRS);
 
-    int n = 0, pending = 0;
+    int n = 0;
     lua_createtable(L, nkids, 0);
-    for (xmlNodePtr c = el->children;; c = c->next) {
-        if (c && (c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE)) {
-            if (!c->content) continue;
-            lua_pushstring(L, (const char *)c->content);
-            if (pending) lua_concat(L, 2);
-            pending = 1;
+    for (xmlNodePtr c = el->children; c;) {
+        if (c->type == XML_ELEMENT_NODE) {
+            push_element(L, cv, c, default_ns);
+            lua_rawseti(L, -2, ++n);
+            c = c->next;
             continue;
         }
-        if (c && c->type != XML_ELEMENT_NODE) continue; /* comments, PIs */
-        if (pending) {
-            size_t len;
-            const char *s = lua_tolstring(L, -1, &len);
-            if (!cv->keep_blanks && has_elem && is_blank(s, len))
-                lua_pop(L, 1);
-            else
-                lua_rawseti(L, -2, ++n);
-            pending = 0;
+        /* a run of text (comments and PIs between are dropped): one string,
+         * built in one copy (not by repeated concatenation) */
+        size_t total = 0;
+        int pieces = 0;
+        xmlNodePtr r, last = NULL, start = c;
+        for (r = c; r && r->type != XML_ELEMENT_NODE; r = r->next) {
+            if (is_text(r)) {
+                total += strlen((const char *)r->content);
+                pieces++;
+                last = r;
+            }
         }
-        if (!c) break;
-        push_element(L, cv, c, default_ns);
-        lua_rawseti(L, -2, ++n);
+        c = r;
+        if (pieces == 0) continue;
+        if (pieces == 1) {
+            lua_pushstring(L, (const char *)last->content);
+        } else {
+            char *p = lua_newuserdatauv(L, total, 0), *o = p;
+            for (xmlNodePtr t = start; t != r; t = t->next) {
+                if (!is_text(t)) continue;
+                size_t len = strlen((const char *)t->content);
+                memcpy(o, t->content, len);
+                o += len;
+            }
+            lua_pushlstring(L, p, total);
+            lua_remove(L, -2);
+        }
+        size_t len;
+        const char *str = lua_tolstring(L, -1, &len);
+        if (!cv->keep_blanks && has_elem && is_blank(str, len))
+            lua_pop(L, 1);
+        else
+            lua_rawseti(L, -2, ++n);
     }
     set_key(L, cv, K_CHILDREN);
 }

@@ -241,35 +241,6 @@ static void indent(struct ser *w, int depth)
     for (int i = 0; i < depth; i++) esb__lmod_buf_add(w->b, "  ", 2);
 }
 
-/* Push the string keys of the table at t, sorted, as an array. */
-static void sorted_keys(lua_State *L, int t, const char *what, const char *who)
-{
-    lua_newtable(L);
-    int out = lua_gettop(L);
-    lua_Integer n = 0;
-    lua_pushnil(L);
-    while (lua_next(L, t)) {
-        lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING)
-            esb__lmod_error(L, "%s: %s keys must be strings", who, what);
-        lua_pushvalue(L, -1);
-        lua_rawseti(L, out, ++n);
-    }
-    /* insertion sort via table.sort would call Lua; n is small: do it here */
-    for (lua_Integer i = 2; i <= n; i++) {
-        for (lua_Integer j = i; j > 1; j--) {
-            lua_rawgeti(L, out, j - 1);
-            lua_rawgeti(L, out, j);
-            if (strcmp(lua_tostring(L, -2), lua_tostring(L, -1)) <= 0) {
-                lua_pop(L, 2);
-                break;
-            }
-            lua_rawseti(L, out, j - 1);
-            lua_rawseti(L, out, j);
-        }
-    }
-}
-
 static void write_element(struct ser *w, int node, const struct scope *up, int depth);
 
 static void write_attrs(struct ser *w, int node)
@@ -282,7 +253,7 @@ static void write_attrs(struct ser *w, int node)
         return;
     }
     int attrs = lua_gettop(L);
-    sorted_keys(L, attrs, "attribute", who);
+    esb__lmod_sorted_keys(L, attrs, "attribute", who);
     int keys = lua_gettop(L);
     lua_Integer n = (lua_Integer)lua_rawlen(L, keys);
     for (lua_Integer i = 1; i <= n; i++) {
@@ -322,7 +293,7 @@ static void write_start(struct ser *w, int node, struct scope *self, const char 
     lua_State *L = w->L;
     const char *who = w->b->who;
     if (self->nsdecls) {
-        sorted_keys(L, self->nsdecls, "nsdecls", who);
+        esb__lmod_sorted_keys(L, self->nsdecls, "nsdecls", who);
         int keys = lua_gettop(L);
         for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, keys); i <= n; i++) {
             lua_rawgeti(L, keys, i);

@@ -84,3 +84,12 @@ ok(dec.id == "1" and dec.data.z == 1 and dec.correlationid == "c", "decode: a st
 ok(raises(ce.decode, '{"id":"1"}'):find("not a CloudEvent", 1, true), "decode: missing attributes refused")
 ok(raises(ce.decode, '[1]'):find("not a CloudEvent", 1, true), "decode: non-objects refused")
 ok(raises(ce.decode, '{'):find("esb.canonical.decode", 1, true), "decode: malformed JSON refused")
+
+local wide = {specversion = "1.0", id = "1", source = "s", type = "t"}
+for i = 1, 50000 do wide["x" .. i] = i end
+local t0 = os.clock()
+local wj = ce.encode(wide)
+ok(wj:find('"type":"t","x1":1,"x10":10,"x100":100,', 1, true) and os.clock() - t0 < 5,
+   "encode: 50000 extensions sorted in n log n")
+ok(raises(ce.encode, {specversion = "1.0", id = "1", source = "s", type = "t", ["ab\0c"] = "x"}):find("NUL", 1, true),
+   "encode: attribute names with NUL refused")

@@ -140,3 +140,23 @@ ok(raises(xml.serialize, loop):find("nesting deeper", 1, true), "serialize: cycl
 ok(raises(xml.text, loop):find("nesting deeper", 1, true), "text: cycles end in an error")
 ok(raises(xml.find, loop, "zz"):find("nesting deeper", 1, true), "find: cycles end in an error")
 ok(xml.serialize({name = "a", attrs = {v = "l1\nl2\t"}}) == '<a v="l1&#10;l2&#9;"/>', "serialize: whitespace in attributes kept")
+
+-- input-driven costs stay linear
+local attrs = {}
+for i = 1, 300 do attrs[i] = "a" .. i .. '="v"' end
+e = raises(xml.parse, "<r>\n<x " .. table.concat(attrs, " ") .. "/></r>")
+ok(e and e:find("esb.xml.parse: line 2: more than 256 attributes on one element", 1, true),
+   "parse: an element with 300 attributes refused (libxml2 2.9 checks them pairwise): " .. tostring(e))
+ok(raises(xml.xpath, "<x " .. table.concat(attrs, " ") .. "/>", "/"), "xpath: the attribute cap applies too")
+local ok256 = xml.parse("<x " .. table.concat(attrs, " ", 1, 255) .. ' q="a=b=c" ><!-- = = = --><?pi a=1?>t=1</x>')
+ok(ok256.attrs.a255 == "v" and ok256.attrs.q == "a=b=c", "parse: 256 attributes fine; '=' in values, comments, PIs, text not counted")
+local t0 = os.clock()
+local split = xml.parse("<a>" .. string.rep("x<!---->", 200000) .. "</a>")
+ok(#split.children == 1 and #split.children[1] == 200000 and os.clock() - t0 < 5,
+   "parse: text split by 200000 comments is one string, built in linear time")
+local wide = {name = "w", attrs = {}}
+for i = 1, 50000 do wide.attrs["k" .. i] = "v" end
+t0 = os.clock()
+local ws = xml.serialize(wide)
+ok(#ws > 300000 and ws:find('^<w k1="v" k10="v" k100="v"') and os.clock() - t0 < 5,
+   "serialize: 50000 attributes sorted in n log n")
