@@ -95,7 +95,8 @@ static void read_field(struct parser *ps)
         const char *e = ps->p;
         if (ps->o.trim)
             while (e > s && is_space(ps, e[-1])) e--;
-        esb__lmod_buf_add(f, s, (size_t)(e - s));
+        lua_pushlstring(ps->L, s, (size_t)(e - s)); /* straight from the input */
+        return;
     }
     lua_pushlstring(ps->L, f->len ? f->p : "", f->len);
 }
