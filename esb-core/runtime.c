@@ -204,6 +204,14 @@ static int consumed_by(const struct generation *g, const char *queue)
     return 0;
 }
 
+int esb__rt_consumes(struct esb_runtime *rt, const char *queue)
+{
+    struct generation *g = esb__rt_gen_get(rt);
+    int yes = strncmp(queue, "dlq.", 4) != 0 && consumed_by(g, queue);
+    esb__rt_gen_unref(g);
+    return yes;
+}
+
 static void warn_stranded_one(void *ctx, const struct esb_queue_info *q)
 {
     const struct stranded_ctx *c = ctx;

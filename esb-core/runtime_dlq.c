@@ -11,6 +11,7 @@
 #include "log.h"
 #include "msg.h"
 #include "runtime.h"
+#include "runtime_internal.h"
 
 struct selection {
     const char *filter;
@@ -68,6 +69,11 @@ static int resolve(struct esb_runtime *rt, const char *dlq, uint64_t seq, const 
                    int replay, const char *to, struct esb_err *err)
 {
     struct esb_bus *bus = esb_runtime_bus(rt);
+    if (replay && to && !esb__rt_consumes(rt, to))
+        return esb_err_set(err, ESB_EINVAL,
+                           "nothing consumes %s in the running config (a queue:NAME with a route "
+                           "from it, route:ID, or deliver:ENDPOINT)",
+                           to);
     struct selection s = {.filter = filter};
     if (seq) {
         collect(&s, &(struct esb_entry){.seq = seq});

@@ -76,6 +76,10 @@ uint64_t esb__rt_backoff_ms(const struct esb_retry_policy *p, uint32_t attempt);
 const struct esb_retry_policy *esb__rt_policy(const struct generation *g, const struct esb_msg *m,
                                               const char **dlq);
 
+/* 1 if a route or endpoint of the current generation consumes queue
+ * (dead-letter queues do not count). */
+int esb__rt_consumes(struct esb_runtime *rt, const char *queue);
+
 /* Add to t what outcome d of delivering e to ep means: ack; retry after
  * max(backoff, Retry-After) while attempts remain; else dead-letter with
  * the reason. */

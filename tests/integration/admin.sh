@@ -180,6 +180,9 @@ ctl_out reload reload
 ok "esbctl reload (a route on queue:fixed added): exit 0, 'reloaded'" eval '[ "$(rc_of reload)" = 0 ] && grep -qx reloaded "$T/reload.out"'
 ok "esbd logged the reload" wait_for 50 log_has "reloaded config="
 ID1=$(api GET "/v1/queues/dlq.xml/entries/${SEQS[1]}" >/dev/null; sed -n 's/.*"id":"\([^"]*\)".*/\1/p' "$T/api.body")
+ctl_out typo dlq replay dlq.xml --id "${SEQS[1]}" --to queue:typo
+ok "dlq replay --to a queue nothing consumes is refused (exit 1, says why)" eval '[ "$(rc_of typo)" = 1 ] && grep -q "nothing consumes queue:typo" "$T/typo.err" "$T/typo.out"'
+ok "...and the entry stays in the DLQ" eval 'dlq_seqs | grep -qx "${SEQS[1]}"'
 ctl_out replay dlq replay dlq.xml --id "${SEQS[1]}" --to queue:fixed
 ok "dlq replay --id --to queue:fixed: 'replayed 1'" eval '[ "$(rc_of replay)" = 0 ] && grep -qx "replayed 1" "$T/replay.out"'
 ok "...delivered to a file named ID-r1 (header esb-replays=1)" wait_for 50 test -f "$T/out/$ID1-r1"
