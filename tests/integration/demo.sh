@@ -9,6 +9,7 @@ abs_esbd=$(cd "$(dirname "$ESBD")" && pwd)/$(basename "$ESBD")
 abs_esbctl=$(cd "$(dirname "$ESBCTL")" && pwd)/$(basename "$ESBCTL")
 cd "$T" || bail "cd"
 export ESB_DEMO_LISTEN="127.0.0.1:$PORT"
+export ESB_DEMO_ADMIN="127.0.0.1:$((PORT + 1))"
 ESBD=$abs_esbd
 esbd_start
 
@@ -27,6 +28,12 @@ mkdir -p var/inbox
 echo 'id,total' >var/inbox/export.csv
 ok "dropped file copied to var/out/files" wait_for 80 dir_has var/out/files "id,total"
 ok "and moved to var/done" wait_for 30 test -f var/done/export.csv
+ok "esbctl queues (admin API) lists queue:orders" sh -c "'$abs_esbctl' --config esb.xml queues | grep -q 'queue:orders'"
+code=$(curl -sS -o /dev/null -w '%{http_code}' -H 'content-type: application/xml' \
+    -d 'this is not XML' "http://127.0.0.1:$PORT/legacy/orders")
+ok "a malformed XML order is accepted (202) ..." [ "$code" = 202 ]
+dlq_has_reason() { "$abs_esbctl" --config esb.xml dlq list dlq.legacy-orders 2>/dev/null | grep -qi "xml"; }
+ok "... and esbctl dlq list shows it dead-lettered with the reason" wait_for 50 dlq_has_reason
 ok "unknown path is 404" [ "$(curl -s -o /dev/null -w '%{http_code}' -d x "http://127.0.0.1:$PORT/nope")" = 404 ]
 ok "stops cleanly" esbd_stop
 ok "esbctl queues lists the route queues" sh -c "'$abs_esbctl' queues --data var/bus | grep -q 'queue:orders'"
