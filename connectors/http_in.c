@@ -5,7 +5,16 @@
  * decides 404/405/400/413/431 before any body byte is read; the body is
  * collected in a capped esb_buf; the last call builds the message and
  * blocks in esb_runtime_accept() until it is durable, then answers 202.
- * Nothing is acknowledged unless esb_runtime_accept() returned 0. */
+ * Nothing is acknowledged unless esb_runtime_accept() returned 0.
+ *
+ * CloudEvents 1.0 HTTP binding: a request with a ce-specversion header is
+ * a binary-mode event (ce-id, ce-source, ce-type required, checked before
+ * the body is read); one with Content-Type application/cloudevents+json is
+ * a structured-mode event (the body must be a JSON object with specversion
+ * "1.0", id, source and type). A bad event is answered 400. Either way the
+ * body and the ce-* headers are kept as they are, and the message gets the
+ * reserved headers esb-ce-mode (binary|structured) and esb-ce-id (the
+ * event id), which a client cannot forge (esb-* headers are dropped). */
 #include "config.h"
 
 #include "http_in.h"
@@ -14,6 +23,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -178,6 +188,82 @@ static int parse_length(const char *s, uint64_t *out)
     return 0;
 }
 
+/* ---- CloudEvents ---- */
+
+/* Binary mode (a ce-specversion header): it must be "1.0" and ce-id,
+ * ce-source and ce-type must be given and non-empty. Returns 0 (also when
+ * the request is no binary-mode event) or -1 with why. */
+static int ce_binary_check(struct MHD_Connection *c, char *why, size_t why_len)
+{
+    static const char *const required[] = {"ce-id", "ce-source", "ce-type"};
+    const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "ce-specversion");
+    if (!v) return 0;
+    if (strcmp(v, "1.0") != 0) {
+        snprintf(why, why_len, "cloudevents: ce-specversion must be 1.0");
+        return -1;
+    }
+    for (size_t i = 0; i < ESB_ARRAY_LEN(required); i++) {
+        v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, required[i]);
+        if (!v || !*v) {
+            snprintf(why, why_len, "cloudevents: binary mode needs a non-empty %s header",
+                     required[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Is the media type (parameters ignored, any case) application/cloudevents+json? */
+static int ce_structured_type(const char *ct)
+{
+    static const char want[] = "application/cloudevents+json";
+    size_t n = strcspn(ct, "; \t");
+    return n == sizeof(want) - 1 && strncasecmp(ct, want, n) == 0;
+}
+
+/* Structured mode: the body must be a JSON object with specversion "1.0"
+ * and non-empty string id, source and type. Returns 0 with the event id
+ * copied to id (up to ESB_MSG_MAX_VALUE bytes), or -1 with why. */
+static int ce_structured_check(const struct esb_buf *body, char **id, char *why, size_t why_len)
+{
+    static const char *const required[] = {"id", "source", "type"};
+    json_error_t jerr;
+    json_t *ev = json_loadb(body->data ? (const char *)body->data : "", body->len,
+                            JSON_REJECT_DUPLICATES, &jerr);
+    int rc = -1;
+    if (!ev) {
+        snprintf(why, why_len, "cloudevents: the body is not JSON: %s at line %d column %d",
+                 jerr.text, jerr.line, jerr.column);
+        goto out;
+    }
+    if (!json_is_object(ev)) {
+        snprintf(why, why_len, "cloudevents: the body is not a JSON object");
+        goto out;
+    }
+    const char *sv = json_string_value(json_object_get(ev, "specversion"));
+    if (!sv || strcmp(sv, "1.0") != 0) {
+        snprintf(why, why_len, "cloudevents: specversion must be \"1.0\"");
+        goto out;
+    }
+    for (size_t i = 0; i < ESB_ARRAY_LEN(required); i++) {
+        const char *v = json_string_value(json_object_get(ev, required[i]));
+        if (!v || !*v) {
+            snprintf(why, why_len, "cloudevents: %s must be a non-empty string", required[i]);
+            goto out;
+        }
+    }
+    const char *v = json_string_value(json_object_get(ev, "id"));
+    if (strlen(v) > ESB_MSG_MAX_VALUE) {
+        snprintf(why, why_len, "cloudevents: id longer than %d bytes", ESB_MSG_MAX_VALUE);
+        goto out;
+    }
+    *id = esb_strdup(v);
+    rc = 0;
+out:
+    json_decref(ev);
+    return rc;
+}
+
 /* The first call of a request (headers read, no body yet): answer the
  * errors that need no body. Returns 0 to go on, else the status queued. */
 static unsigned check_request(struct esb_endpoint *ep, struct http_in_state *st,
@@ -221,6 +307,11 @@ static unsigned check_request(struct esb_endpoint *ep, struct http_in_state *st,
                              "too many or too large header fields", NULL, NULL);
         return MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE;
     }
+    char why[160];
+    if (ce_binary_check(c, why, sizeof(why)) < 0) {
+        *ret = respond_error(c, MHD_HTTP_BAD_REQUEST, why, NULL, NULL);
+        return MHD_HTTP_BAD_REQUEST;
+    }
     return 0;
 }
 
@@ -230,13 +321,30 @@ static enum MHD_Result finish_request(struct esb_endpoint *ep, struct http_in_st
                                       struct MHD_Connection *c, const char *url,
                                       struct http_req *req)
 {
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    char *ce_id = NULL, why[300];
+    const char *ce_mode = NULL;
+    if (ct && ce_structured_type(ct)) {
+        if (ce_structured_check(&req->body, &ce_id, why, sizeof(why)) < 0)
+            return respond_error(c, MHD_HTTP_BAD_REQUEST, why, NULL, NULL);
+        ce_mode = "structured";
+    } else if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "ce-specversion")) {
+        /* binary mode: check_request made sure ce-id is there */
+        const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "ce-id");
+        ce_id = esb_strdup(v ? v : "");
+        ce_mode = "binary";
+    }
     struct esb_msg *m = esb_msg_new();
     esb_msg_set_body(m, req->body.data ? (const void *)req->body.data : "", req->body.len);
     esb_buf_free(&req->body);
-    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
     esb_msg_set_content_type(m, ct && *ct ? ct : "application/octet-stream");
     MHD_get_connection_values(c, MHD_HEADER_KIND, copy_header, m);
     esb_msg_set_header(m, "esb-source", ep->id);
+    if (ce_mode) {
+        esb_msg_set_header(m, "esb-ce-mode", ce_mode);
+        esb_msg_set_header(m, "esb-ce-id", ce_id);
+        free(ce_id);
+    }
 
     struct esb_err err = {0, ""};
     int rc = esb_runtime_accept(st->rt, ep, url, m, &err);
