@@ -22,8 +22,10 @@
  *  - destroy stops the thread: every request still queued or on the wire
  *    gets done(RETRY, "shutting down") from that thread before destroy
  *    returns. The caller must not hold a lock done() takes, must not call
- *    destroy from done(), and must not call deliver_async concurrently with
- *    or after destroy.
+ *    destroy from done(), and must not call deliver_async concurrently
+ *    with it. destroy may be called again (a no-op); deliver_async after
+ *    it fails with ESB_ECLOSED. So a runtime may destroy an endpoint early
+ *    to cut its open requests short at shutdown.
  *  - deliver (blocking) wraps deliver_async and waits; never call it from
  *    a done() callback. */
 #include "config.h"
@@ -152,10 +154,20 @@ static void state_free(struct http_out_state *st)
     curl_global_cleanup();
 }
 
+/* ep->state after destroy: deliveries are refused, destroy is a no-op. */
+static char destroyed_marker;
+#define DESTROYED ((void *)&destroyed_marker)
+
+/* The endpoint's state, made on first use (any thread; one wins); NULL with
+ * err set if it cannot be made or the endpoint was destroyed. */
 static struct http_out_state *get_state(struct esb_endpoint *ep, struct esb_err *err)
 {
     struct http_out_state *st =
         __atomic_load_n((struct http_out_state **)&ep->state, __ATOMIC_ACQUIRE);
+    if (st == DESTROYED) {
+        esb_err_set(err, ESB_ECLOSED, "http-out '%s': shutting down", ep->id);
+        return NULL;
+    }
     if (st) return st;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         esb_err_set(err, ESB_EFAILED, "http-out '%s': libcurl failed to initialise", ep->id);
@@ -602,8 +614,10 @@ static int http_out_check(struct esb_endpoint *ep, struct esb_err *err)
 
 static void http_out_destroy(struct esb_endpoint *ep)
 {
-    if (!ep || !ep->state) return;
+    if (!ep || ep->state == DESTROYED) return;
     struct http_out_state *st = ep->state;
+    ep->state = DESTROYED;
+    if (!st) return;
     pthread_mutex_lock(&st->lock);
     st->stopping = 1;
     int started = st->started;
@@ -613,7 +627,6 @@ static void http_out_destroy(struct esb_endpoint *ep)
         pthread_join(st->thread, NULL);
     }
     state_free(st);
-    ep->state = NULL;
 }
 
 const struct esb_connector_ops esb_http_out_ops = {

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,6 +58,7 @@ static void sink_start(unsigned want_port)
         dup2(fds[1], 1);
         close(fds[0]);
         close(fds[1]);
+        prctl(PR_SET_PDEATHSIG, SIGTERM); /* no stray sink if the test dies */
         execl(sink_bin, sink_bin, "--log", log_path, "--port", p, (char *)NULL);
         _exit(127);
     }
@@ -201,6 +203,7 @@ static int ep_make(struct fixture *f, const char *attrs, struct esb_err *err)
 static void ep_free(struct fixture *f)
 {
     esb_http_out_ops.destroy(&f->ep);
+    esb_http_out_ops.destroy(&f->ep); /* idempotent */
     esb_attrs_free(esb_http_out_ops.attrs, f->ep.conf);
     free(f->ep.conf);
     free(f->ep.id);
@@ -609,6 +612,17 @@ static void test_shutdown(void)
     }
     ok(finished == N && once && shut && t < 2.0,
        "destroy with requests in flight: done(RETRY 'shutting down') once each, in %.2f s", t);
+    /* destroyed early (as a runtime may at shutdown): later deliveries are refused */
+    ep_must(&f, "url=\"http://127.0.0.1:@P@/late\"");
+    esb_http_out_ops.destroy(&f.ep);
+    struct esb_err err = {0, ""};
+    struct esb_msg *m = msg_new("late", "");
+    struct slot late = {0, {0, 0, 0, {0, ""}}};
+    int rc = esb_http_out_ops.deliver_async(&f.ep, m, on_done, &late, &err);
+    ok(rc == ESB_ECLOSED && late.calls == 0,
+       "deliver_async after destroy -> ESB_ECLOSED, no done (rc %d, %d calls)", rc, late.calls);
+    esb_msg_unref(m); /* refused: still ours */
+    ep_free(&f);
     sink_mode("{\"mode\":\"200\"}");
 }
 
