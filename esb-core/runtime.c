@@ -520,7 +520,9 @@ void esb_runtime_stop(struct esb_runtime *rt)
     pthread_mutex_unlock(&rt->switch_lock);
     atomic_store(&rt->workers_stop, 1);
     for (size_t i = 0; i < rt->nworkers; i++) pthread_join(rt->workers[i], NULL);
-    if (rt->gen) gen_retire(rt->gen);
+    if (rt->gen)
+        for (size_t i = 0; i < rt->gen->ndispatchers; i++)
+            esb__dispatcher_abort(rt->gen->dispatchers[i]);
     esb__dispatchers_wait(rt);
     free(rt->workers);
     esb_bus_close(rt->bus);

@@ -51,6 +51,7 @@ struct esb__dispatcher {
     struct outcome *done; /* finished deliveries, not yet committed */
     unsigned inflight;    /* started, outcome not yet committed */
     _Atomic int retired;
+    _Atomic int aborted; /* shutting down: outcomes are not committed */
     enum breaker breaker;
     unsigned failures;
     uint64_t open_until;
@@ -115,6 +116,22 @@ static int breaker_allows(struct esb__dispatcher *d)
 /* Commit every queued outcome in one transaction. */
 static void commit_outcomes(struct esb__dispatcher *d, struct outcome *list)
 {
+    if (atomic_load(&d->aborted)) {
+        /* Shutting down: the connector cut these short. Commit nothing, so
+         * they are delivered again after the restart with the same attempt. */
+        size_t n = 0;
+        while (list) {
+            struct outcome *next = list->next;
+            esb_entry_free(list->e);
+            free(list);
+            list = next;
+            n++;
+        }
+        pthread_mutex_lock(&d->lock);
+        d->inflight -= (unsigned)n;
+        pthread_mutex_unlock(&d->lock);
+        return;
+    }
     struct esb_txn *t = esb_txn_new();
     size_t n = 0;
     for (struct outcome *o = list; o; o = o->next, n++) {
@@ -146,11 +163,20 @@ static void start_one(struct esb__dispatcher *d, struct esb_entry *e)
     struct outcome *o = esb_calloc(1, sizeof(*o));
     o->d = d;
     o->e = e;
-    pthread_mutex_lock(&d->lock);
-    d->inflight++;
-    pthread_mutex_unlock(&d->lock);
     struct esb_err err = {0};
-    if (d->ep->ops->deliver_async(d->ep, esb_msg_ref(e->msg), on_done, o, &err) != 0) {
+    /* Under the lock: esb__dispatcher_abort destroys the connector only
+     * after it saw us stop starting deliveries. */
+    pthread_mutex_lock(&d->lock);
+    if (atomic_load(&d->retired)) {
+        pthread_mutex_unlock(&d->lock);
+        esb_entry_free(e); /* not started: it stays on the bus as it was */
+        free(o);
+        return;
+    }
+    d->inflight++;
+    int rc = d->ep->ops->deliver_async(d->ep, esb_msg_ref(e->msg), on_done, o, &err);
+    pthread_mutex_unlock(&d->lock);
+    if (rc != 0) {
         esb_msg_unref(e->msg); /* the connector did not take it */
         struct esb_delivery r = {.outcome = ESB_RETRY};
         r.err = err;
@@ -255,6 +281,18 @@ void esb__dispatcher_retire(struct esb__dispatcher *d)
     pthread_mutex_lock(&d->lock);
     pthread_cond_signal(&d->cv);
     pthread_mutex_unlock(&d->lock);
+}
+
+void esb__dispatcher_abort(struct esb__dispatcher *d)
+{
+    pthread_mutex_lock(&d->lock);
+    atomic_store(&d->aborted, 1);
+    atomic_store(&d->retired, 1); /* no deliver_async after this */
+    pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->lock);
+    /* Every open delivery comes back through done (RETRY "shutting down")
+     * at once instead of after the endpoint's timeout. */
+    if (d->ep->ops->destroy) d->ep->ops->destroy(d->ep);
 }
 
 void esb__dispatchers_wait(struct esb_runtime *rt)

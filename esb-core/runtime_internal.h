@@ -96,6 +96,10 @@ struct esb__dispatcher *esb__dispatcher_new(struct esb_runtime *rt, struct gener
 void esb__dispatcher_unref(struct esb__dispatcher *d);
 /* Stop taking new entries; the thread exits once its deliveries finished. */
 void esb__dispatcher_retire(struct esb__dispatcher *d);
+/* Shutting down: stop taking entries and cut deliveries in flight short
+ * (the connector is destroyed; their entries are released, not committed,
+ * so they are delivered again after the restart with the same attempt). */
+void esb__dispatcher_abort(struct esb__dispatcher *d);
 /* Wait until every dispatcher thread of rt has exited. */
 void esb__dispatchers_wait(struct esb_runtime *rt);
 
