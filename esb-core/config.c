@@ -155,6 +155,28 @@ static const struct esb_attr_spec admin_spec[] = {
     ESB_ATTR_END,
 };
 
+struct lua_attrs {
+    char *dir;
+    uint64_t memory, instructions, max_output;
+};
+
+static const struct esb_attr_spec lua_spec[] = {
+    {"dir", ESB_ATTR_STRING, "lua-scripts", offsetof(struct lua_attrs, dir), 0, 0, 0, NULL,
+     "Directory of the Lua scripts, relative to the directory of the file that has `<lua>` "
+     "(or of the top file when there is no `<lua>`). `lua=` paths of routes are relative to "
+     "it, and `require` finds modules only under it."},
+    {"memory", ESB_ATTR_SIZE, "64MB", offsetof(struct lua_attrs, memory), 0, MB, MB << 14, NULL,
+     "Most memory one worker's Lua state may hold; an allocation past it fails and the call "
+     "ends with \"memory limit exceeded\"."},
+    {"instructions", ESB_ATTR_UINT, "10000000", offsetof(struct lua_attrs, instructions), 0, 1000,
+     UINT64_C(1000000000000), NULL,
+     "Instruction budget of one call (a transform or a predicate on one message); past it the "
+     "call ends with \"instruction limit exceeded\"."},
+    {"max-output", ESB_ATTR_SIZE, "64MB", offsetof(struct lua_attrs, max_output), 0, 1024, MB << 12,
+     NULL, "Most bytes of message bodies one transform call may return."},
+    ESB_ATTR_END,
+};
+
 /* For the reference only: <include> is read by config_include.c. */
 struct include_attrs {
     char *href;
@@ -200,6 +222,7 @@ static void config_free(struct config_priv *p)
     free(c->endpoints);
     free(c->bus.dir);
     free(c->log_level);
+    free(c->lua.dir);
     free(c->admin.listen);
     free(c->admin.token_file);
     free(c->path);
@@ -253,7 +276,7 @@ struct loader {
     struct config_priv *p;
     struct esb_diags *d;
     /* first <log>/<bus>/<workers>/<admin> seen, for "given twice" */
-    const struct esb__config_item *seen_log, *seen_bus, *seen_workers, *seen_admin;
+    const struct esb__config_item *seen_log, *seen_bus, *seen_workers, *seen_admin, *seen_lua;
 };
 
 /* Keep a copy of file for the config's lifetime; returns the copy. */
@@ -362,6 +385,34 @@ static void load_admin(struct loader *l, const struct esb__config_item *it)
     ad->enabled = 1;
     ad->listen = a.listen;
     ad->token_file = a.token_file;
+}
+
+static void load_lua(struct loader *l, const struct esb__config_item *it)
+{
+    struct lua_attrs a = {0};
+    struct esb_err err = {0};
+    struct esb_config_lua *lua = &l->p->pub.lua;
+    if (once(l, &l->seen_lua, it) < 0) return;
+    if (esb_attrs_parse(lua_spec, it->node, it->file, &a, &err) < 0) {
+        diag_err(l->d, it->file, it->node, &err);
+        return;
+    }
+    if (!a.dir[0]) {
+        esb_diag_add(l->d, it->file, esb__config_line(it->node), "lua",
+                     "attribute 'dir': must not be empty");
+    } else {
+        /* relative to the directory of the file that says it */
+        const char *slash = strrchr(it->file, '/');
+        size_t dl = a.dir[0] == '/' || !slash ? 0 : (size_t)(slash - it->file) + 1;
+        free(lua->dir);
+        lua->dir = esb_malloc(dl + strlen(a.dir) + 1);
+        memcpy(lua->dir, it->file, dl);
+        strcpy(lua->dir + dl, a.dir);
+    }
+    lua->memory = a.memory;
+    lua->instructions = a.instructions;
+    lua->max_output = a.max_output;
+    esb_attrs_free(lua_spec, &a);
 }
 
 static int valid_id(const char *s)
@@ -566,8 +617,10 @@ int esb_config_load(const char *path, struct esb_config **out, struct esb_diags 
     load_bus(&l, &def);
     xmlNodeSetName(empty, (const xmlChar *)"workers");
     load_workers(&l, &def);
+    xmlNodeSetName(empty, (const xmlChar *)"lua");
+    load_lua(&l, &def);
     xmlFreeNode(empty);
-    l.seen_bus = l.seen_workers = NULL;
+    l.seen_bus = l.seen_workers = l.seen_lua = NULL;
 
     for (size_t i = 0; i < src.nitems; i++) {
         const struct esb__config_item *it = &src.items[i];
@@ -578,6 +631,8 @@ int esb_config_load(const char *path, struct esb_config **out, struct esb_diags 
             load_bus(&l, it);
         else if (strcmp(name, "workers") == 0)
             load_workers(&l, it);
+        else if (strcmp(name, "lua") == 0)
+            load_lua(&l, it);
         else if (strcmp(name, "admin") == 0)
             load_admin(&l, it);
         else if (strcmp(name, "connectors") == 0)
@@ -651,7 +706,7 @@ static const char doc_intro[] =
     "### `<esb>`\n"
     "\n"
     "The root: `<esb xmlns=\"urn:esb:config:1\">`. Children in any order: `<include>`, "
-    "`<log>`, `<bus>`, `<workers>`, `<admin>` (each at most once over all files), "
+    "`<log>`, `<bus>`, `<workers>`, `<lua>`, `<admin>` (each at most once over all files), "
     "`<connectors>` (any number) and `<route>` (any number). An included file has the same "
     "root.\n"
     "\n";
@@ -694,6 +749,10 @@ void esb_config_doc(void (*emit)(void *ctx, const char *text), void *ctx)
                   bus_spec, emit, ctx);
     esb_attrs_doc("workers", "The worker pool that runs routes and deliveries.", workers_spec, emit,
                   ctx);
+    esb_attrs_doc("lua",
+                  "Lua scripts (`<transform lua>`, `lua=` predicates): their directory and the "
+                  "limits of each call, per worker. See docs/lua-host.md.",
+                  lua_spec, emit, ctx);
     esb_attrs_doc("admin",
                   "The admin API (HTTP+JSON, bearer token; see admin-api.md) that `esbctl` "
                   "talks to. Without this element esbd serves no admin API.",

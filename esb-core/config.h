@@ -64,12 +64,21 @@ struct esb_config_admin {
     char *token_file; /* relative to the working directory */
 };
 
+/* <lua dir memory instructions max-output/>: where Lua scripts live and the
+ * limits of every Lua call (lua_host.h). */
+struct esb_config_lua {
+    char *dir; /* the script directory: dir= resolved against the directory of the
+                * file that has <lua>; default "lua-scripts" next to the top file */
+    uint64_t memory, instructions, max_output;
+};
+
 struct esb_config {
     _Atomic unsigned refs;
     char *path;                     /* the top-level file as given */
     struct esb_config_bus bus;
     uint64_t workers;               /* <workers count="N"/>; default = online CPUs */
     char *log_level;                /* <log level="info"/> */
+    struct esb_config_lua lua;      /* <lua .../>; defaults when absent */
     struct esb_config_admin admin;  /* <admin>; admin.enabled 0 if absent */
     struct esb_endpoint **endpoints; /* every connector element, in file order */
     size_t nendpoints;

@@ -9,6 +9,7 @@
 #include "predicate.h"
 
 #include "jsonpath.h"
+#include "lua_host.h"
 #include "msg.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -24,7 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-enum pred_kind { K_XPATH, K_JSON, K_REGEX, K_HEADER };
+enum pred_kind { K_XPATH, K_JSON, K_REGEX, K_HEADER, K_LUA };
 enum pred_op { OP_NONE, OP_EQUALS, OP_MATCHES, OP_GT, OP_LT, OP_EXISTS };
 static const char *const op_names[] = {"", "equals", "matches", "gt", "lt", "exists"};
 
@@ -45,7 +46,8 @@ struct esb_pred {
     double num;     /* OP_GT/OP_LT operand */
     long long inum; /* the same when integral (num_is_int) */
     int num_is_int;
-    int exists; /* OP_EXISTS: the expected answer */
+    int exists;               /* OP_EXISTS: the expected answer */
+    struct esb_lua_prog *lua; /* K_LUA */
 };
 
 struct esb_pred_scratch {
@@ -78,6 +80,11 @@ const struct esb_attr_spec esb_pred_attrs[] = {
     S("gt", gt, "A number: holds if the JSON value is a number greater than it."),
     S("lt", lt, "A number: holds if the JSON value is a number less than it."),
     S("exists", exists, "true: the path/header is present; false: it is absent."),
+    S("lua", lua,
+      "A Lua script (relative to `<lua dir>`) whose function gets the message (a table, see "
+      "docs/lua-host.md); holds if it returns a true value (not nil or false). An error or a "
+      "limit hit is a routing error."),
+    S("function", function, "With lua=: the function to call (default `predicate`)."),
     ESB_ATTR_END,
 };
 #undef S
@@ -185,7 +192,9 @@ void esb_pred_run_clear(struct esb_pred_run *r)
     if (r->xml) xmlFreeDoc(r->xml);
     if (r->json) json_decref(r->json);
     struct esb_pred_scratch *s = r->scratch;
+    struct esb_lua_vm *lua = r->lua;
     esb_pred_run_init(r, s);
+    r->lua = lua;
 }
 
 /* ---- parsing bodies ---- */
@@ -365,12 +374,16 @@ int esb_pred_compile(const struct esb_pred_conf *c, const char *element, struct 
     if (c->json) kinds[nk++] = "json=";
     if (c->regex) kinds[nk++] = "regex=";
     if (c->header && !c->regex) kinds[nk++] = "header=";
+    if (c->lua && nk < 4) kinds[nk++] = "lua=";
     if (nk == 0)
-        return esb_err_set(err, ESB_EINVAL,
-                           "<%s> needs a predicate: xpath=, json=, regex= or header=", element);
+        return esb_err_set(
+            err, ESB_EINVAL,
+            "<%s> needs a predicate: xpath=, json=, regex=, header= or lua=", element);
     if (nk > 1)
         return esb_err_set(err, ESB_EINVAL, "<%s> has two predicates (%s and %s); use exactly one",
                            element, kinds[0], kinds[1]);
+    if (c->function && !c->lua)
+        return esb_err_set(err, ESB_EINVAL, "function= goes with lua= only");
     const char *const opv[] = {NULL, c->equals, c->matches, c->gt, c->lt, c->exists};
     enum pred_op op = OP_NONE, op2 = OP_NONE;
     for (int i = OP_EQUALS; i <= OP_EXISTS; i++) {
@@ -383,6 +396,20 @@ int esb_pred_compile(const struct esb_pred_conf *c, const char *element, struct 
     struct esb_pred *p = esb_calloc(1, sizeof(*p));
     int rc = 0;
     char desc[160];
+    if (c->lua) {
+        if (op != OP_NONE) {
+            rc = esb_err_set(err, ESB_EINVAL, "lua= takes no %s= (the function decides)",
+                             op_names[op]);
+            goto out;
+        }
+        p->kind = K_LUA;
+        const char *fn = c->function ? c->function : "predicate";
+        rc = esb_lua_prog_load(c->lua_dir ? c->lua_dir : ".", c->lua, fn, c->lua_limits, &p->lua,
+                               err);
+        snprintf(desc, sizeof(desc), "lua=%.100s%s%.40s", c->lua, c->function ? ":" : "",
+                 c->function ? c->function : "");
+        goto out;
+    }
     if (c->xpath || c->regex) {
         if (op != OP_NONE) {
             rc = esb_err_set(err, ESB_EINVAL, "%s takes no %s= (that is for json= or header=)",
@@ -462,6 +489,7 @@ void esb_pred_free(struct esb_pred *p)
     free(p->header);
     free(p->equals);
     free(p->desc);
+    esb_lua_prog_free(p->lua);
     free(p);
 }
 
@@ -617,6 +645,14 @@ int esb_pred_eval(const struct esb_pred *p, struct esb_pred_run *r, const struct
         return eval_json(p, r, m, err);
     case K_HEADER:
         return eval_header(p, r, m, err);
+    case K_LUA: {
+        int v;
+        char reason[sizeof(err->msg)];
+        if (!r->lua) return esb_err_set(err, ESB_EINVAL, "no Lua state for lua= (internal)");
+        if (esb_lua_predicate(r->lua, p->lua, m, &v, reason, sizeof(reason)) < 0)
+            return esb_err_set(err, ESB_EINVAL, "%s", reason);
+        return v;
+    }
     case K_REGEX:
         if (p->header) {
             const char *v = esb_msg_header(m, p->header);

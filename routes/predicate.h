@@ -6,6 +6,8 @@
  *   json="PATH" + equals|matches|gt|lt|exists      JSON body
  *   regex="PCRE2" [header="NAME"]                 body bytes or a header value
  *   header="NAME" + equals|exists|matches         a header
+ *   lua="PATH" [function="predicate"]            a Lua function of the message
+ *                                                 (lua_host.h): truthy holds
  *
  * Safety: XML bodies are parsed with XML_PARSE_NONET and without entity
  * substitution, DTD loading or HUGE; a DOCTYPE stops the parse ("DOCTYPE not
@@ -27,6 +29,8 @@
 #include "util.h"
 
 struct esb_body;
+struct esb_lua_limits;
+struct esb_lua_vm;
 struct esb_msg;
 struct esb_pred;
 struct esb_pred_scratch;
@@ -44,13 +48,18 @@ struct esb_pred_scratch;
 struct esb_pred_conf {
     char *xpath, *json, *regex, *header;
     char *equals, *matches, *gt, *lt, *exists;
+    char *lua, *function;
+    /* Not attributes: set by the caller for lua= (NULL: "." and defaults). */
+    const char *lua_dir;
+    const struct esb_lua_limits *lua_limits;
 };
 extern const struct esb_attr_spec esb_pred_attrs[];
 
 /* Compile the predicate c describes (element names the element for
  * messages: "when", "filter"). Returns 0 and *out, or ESB_EINVAL with
  * err->msg saying what is wrong (no kind, two kinds, a missing or extra
- * operand, a bad XPath/JSON path/regex/number), without file:line. */
+ * operand, a bad XPath/JSON path/regex/number, a Lua script that does not
+ * load), without file:line. */
 int esb_pred_compile(const struct esb_pred_conf *c, const char *element, struct esb_pred **out,
                      struct esb_err *err) ESB_WUR;
 void esb_pred_free(struct esb_pred *p); /* NULL-safe */
@@ -76,13 +85,16 @@ struct esb_pred_run {
     void *json;                  /* json_t *, when json_state == 1 */
     int xml_state, json_state;   /* 0 not parsed yet, 1 parsed, -1 failed (reason below) */
     char xml_err[200], json_err[200];
+    struct esb_lua_vm *lua; /* for lua= predicates: the worker's VM (set by the caller;
+                               kept by clear) */
 };
 void esb_pred_run_init(struct esb_pred_run *r, struct esb_pred_scratch *s);
 void esb_pred_run_clear(struct esb_pred_run *r); /* frees the parsed bodies */
 
-/* Evaluate p on m (headers, and m->body through r's caches). Returns 1
- * (holds), 0 (does not), or ESB_EINVAL: a routing error, err->msg says why
- * ("body is not XML: ...", "DOCTYPE not allowed", "regex limit hit: ..."). */
+/* Evaluate p on m (headers, and m->body through r's caches; lua= in r->lua).
+ * Returns 1 (holds), 0 (does not), or ESB_EINVAL: a routing error, err->msg
+ * says why ("body is not XML: ...", "DOCTYPE not allowed", "regex limit hit:
+ * ...", a Lua error with its traceback). */
 int esb_pred_eval(const struct esb_pred *p, struct esb_pred_run *r, const struct esb_msg *m,
                   struct esb_err *err) ESB_WUR;
 

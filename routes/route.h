@@ -10,6 +10,9 @@
  *   <set-header name="x" value="TEMPLATE"/>
  *   <log message="TEMPLATE" level="info"/>
  *   <multicast>STEPS...</multicast>  every child step list gets its own copy
+ *   <transform lua="x.lua" function="transform"/>  a Lua function returns
+ *                         the message (changed or new), nil (drop) or a
+ *                         list (split: each part runs the rest on its own)
  *   <to uri="queue:NAME | topic:NAME | ELEMENT:ID"/>  emit a copy; go on
  * Predicates (exactly one per when/filter):
  *   xpath="EXPR"          on an XML body: true if the XPath result is a true
@@ -21,6 +24,7 @@
  *                         (wildcard: any element satisfies)
  *   regex="PCRE2" [header="name"]  on the body, or on a header's value
  *   header="name" + equals="v" | exists="true" | matches="REGEX"
+ *   lua="x.lua" [function="predicate"]  a Lua function of the message
  * Templates: {id}, {header:NAME}, {content-type}, {date:%Y%m%d} (strftime, UTC).
  *
  * Errors at run time (body not XML/JSON when a predicate needs it, a regex
@@ -28,8 +32,8 @@
  * reason (not retried).
  *
  * Thread-safety: a compiled route is immutable and shared by all workers;
- * per-thread mutable state (PCRE2 match data, XPath contexts) lives in an
- * esb_route_scratch owned by one worker. */
+ * per-thread mutable state (PCRE2 match data, XPath contexts, the Lua
+ * state) lives in an esb_route_scratch owned by one worker. */
 #ifndef ESB_ROUTE_H
 #define ESB_ROUTE_H
 

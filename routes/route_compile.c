@@ -10,6 +10,7 @@
 #include "../esb-core/config.h"
 #include "connector.h"
 #include "log.h"
+#include "lua_host.h"
 #include "msg.h"
 #include "route_internal.h"
 #include "template.h"
@@ -29,7 +30,9 @@ struct esb__cctx {
     struct esb_diags *d;
     struct esb_route *r;
     int errors;
-    int num; /* steps numbered so far */
+    int num;       /* steps numbered so far */
+    char *lua_dir; /* Lua script directory (lua_env) */
+    struct esb_lua_limits lua_limits;
 };
 
 /* ---- diagnostics ---- */
@@ -93,6 +96,23 @@ static char *fmt_dup(const char *fmt, ...)
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
     return esb_strdup(buf);
+}
+
+/* The Lua script directory and limits: the config's <lua>; without a
+ * config, "lua-scripts" next to the file and the defaults. */
+static const char *lua_env(struct esb__cctx *c)
+{
+    if (c->lua_dir) return c->lua_dir;
+    if (c->cfg && c->cfg->lua.dir) {
+        c->lua_dir = esb_strdup(c->cfg->lua.dir);
+        c->lua_limits = (struct esb_lua_limits){c->cfg->lua.memory, c->cfg->lua.instructions,
+                                                c->cfg->lua.max_output};
+    } else {
+        const char *slash = strrchr(c->file, '/');
+        int dl = slash ? (int)(slash - c->file) + 1 : 0;
+        c->lua_dir = fmt_dup("%.*slua-scripts", dl, c->file);
+    }
+    return c->lua_dir;
 }
 
 static int has_child_elements(xmlNode *n)
@@ -174,6 +194,10 @@ static int compile_pred(struct esb__cctx *c, xmlNode *n, struct esb_pred **out)
     struct esb_pred_conf pc = {0};
     int rc = parse_attrs(c, n, esb_pred_attrs, &pc);
     if (rc) return rc;
+    if (pc.lua) {
+        pc.lua_dir = lua_env(c);
+        pc.lua_limits = &c->lua_limits;
+    }
     struct esb_err err = {0};
     rc = esb_pred_compile(&pc, (const char *)n->name, out, &err);
     esb_attrs_free(esb_pred_attrs, &pc);
@@ -357,6 +381,38 @@ static int compile_to(struct esb__cctx *c, xmlNode *node, struct esb__step *st)
     return leaf_only(c, node) ? ESB_EINVAL : rc;
 }
 
+struct transform_conf {
+    char *lua, *function;
+};
+static const struct esb_attr_spec transform_attrs[] = {
+    {"lua", ESB_ATTR_STRING, NULL, offsetof(struct transform_conf, lua), 1, 0, 0, NULL,
+     "The script, relative to `<lua dir>`. Loaded and checked (syntax, top level, the "
+     "function) when the config loads."},
+    {"function", ESB_ATTR_STRING, "transform", offsetof(struct transform_conf, function), 0, 0, 0,
+     NULL, "The function to call with the message."},
+    ESB_ATTR_END,
+};
+
+static int compile_transform(struct esb__cctx *c, xmlNode *node, struct esb__step *st)
+{
+    struct transform_conf tc = {0};
+    int rc = parse_attrs(c, node, transform_attrs, &tc);
+    if (rc) return rc;
+    struct esb_err err = {0};
+    free(st->what);
+    st->what = fmt_dup("transform lua=%.200s", tc.lua);
+    if (esb_lua_prog_load(lua_env(c), tc.lua, tc.function, &c->lua_limits, &st->u.transform, &err) <
+        0)
+        rc = diag(c, node, "attribute 'lua': %s", err.msg);
+    esb_attrs_free(transform_attrs, &tc);
+    return leaf_only(c, node) ? ESB_EINVAL : rc;
+}
+
+static void free_transform(struct esb__step *st)
+{
+    esb_lua_prog_free(st->u.transform);
+}
+
 static void free_nothing(struct esb__step *st)
 {
     (void)st;
@@ -383,6 +439,16 @@ static const struct esb__step_ops step_table[] = {
      "Each child step is a branch that runs on its own copy of the message; the steps after "
      "`</multicast>` then go on with the message as it was before.",
      no_attrs, compile_multicast, free_multicast, esb__run_multicast},
+    {"transform",
+     "Runs a Lua function on the message (see docs/lua-host.md). It returns a message (the "
+     "same table changed, or a new one), which goes on; nil, which drops the message like a "
+     "filter; or a list of messages, which splits it: each part gets a new id, "
+     "`correlation-id` (the input's, or its id), `split-index` (1-based) and `split-size`, "
+     "and runs the rest of the route on its own - the steps after the transform, then those "
+     "after each enclosing `<choice>` (inside a `<multicast>` branch, the rest of the branch). "
+     "A script error or a limit hit dead-letters the message with the Lua error and "
+     "traceback; it is not retried.",
+     transform_attrs, compile_transform, free_transform, esb__run_transform},
     {"to",
      "Sends a copy of the message (as it is now) to a queue, a topic or an outbound "
      "connector, and goes on.",
@@ -398,7 +464,7 @@ static const struct esb__step_ops *find_step(const char *element)
 
 static const char *step_names(void)
 {
-    return "choice, filter, set-header, log, multicast, to";
+    return "choice, filter, set-header, log, multicast, transform, to";
 }
 
 static void free_steps(struct esb__steps *s)
@@ -570,7 +636,7 @@ int esb_route_compile(struct _xmlNode *node, const char *file, const struct esb_
 {
     *out = NULL;
     struct esb_route *r = esb_calloc(1, sizeof(*r));
-    struct esb__cctx c = {file ? file : "?", cfg, d, r, 0, 0};
+    struct esb__cctx c = {file ? file : "?", cfg, d, r, 0, 0, NULL, {0, 0, 0}};
     r->file = esb_strdup(c.file);
     r->line = line_of(node);
     r->retry = (struct esb_retry_policy){5, 1000, 2.0, 300000, 0.2};
@@ -593,6 +659,7 @@ int esb_route_compile(struct _xmlNode *node, const char *file, const struct esb_
     (void)compile_steps(&c, node, "", 1, &r->steps);
 out:
     esb_attrs_free(route_attrs, &rc);
+    free(c.lua_dir);
     if (c.errors) {
         esb_route_free(r);
         return ESB_EINVAL;
@@ -688,7 +755,10 @@ void esb_route_doc(void (*emit)(void *ctx, const char *text), void *ctx)
          "hold only for JSON numbers (the string \"12\" is not a number).\n"
          "* `regex=\"PCRE2\"`, optionally with `header=\"NAME\"` - searched in the body bytes "
          "or in the header's first value (no header: false).\n"
-         "* `header=\"NAME\"` with one of `equals` (case-sensitive), `exists`, `matches`.\n\n"
+         "* `header=\"NAME\"` with one of `equals` (case-sensitive), `exists`, `matches`.\n"
+         "* `lua=\"PATH\"`, optionally with `function=\"NAME\"` (default `predicate`) - a Lua "
+         "function of the message; holds if it returns a value other than nil and false. Its "
+         "errors and limit hits are routing errors (docs/lua-host.md).\n\n"
          "JSON paths: `$` then any chain of `.name`, `['name']`, `[N]` (N >= 0), `[*]`.\n\n"
          "Message bodies are untrusted: XML is parsed without network access, entity "
          "expansion or DTD loading, and a body with a DOCTYPE is refused; JSON nested deeper "

@@ -15,6 +15,8 @@
 #include "route.h"
 
 struct _xmlNode;
+struct esb_lua_prog;
+struct esb_lua_vm;
 struct esb_template;
 struct esb__cctx;
 struct esb__step;
@@ -33,8 +35,10 @@ struct esb__when {
     struct esb__steps steps;
 };
 
-/* Results of running a step or a step list. */
-enum { ESB__GO = 0, ESB__STOP = 1, ESB__ERROR = -1 };
+/* Results of running a step or a step list. ESB__DONE: a step split the
+ * message and already ran the rest of the flow (esb__run.k) once per part,
+ * so the enclosing lists stop without running more. */
+enum { ESB__GO = 0, ESB__STOP = 1, ESB__DONE = 2, ESB__ERROR = -1 };
 
 struct esb__step_ops {
     const char *element;
@@ -73,6 +77,7 @@ struct esb__step {
         } log;
         struct esb__steps multicast; /* each child step is a branch */
         size_t to;                   /* index into the route's targets */
+        struct esb_lua_prog *transform;
     } u;
 };
 
@@ -102,6 +107,7 @@ struct esb_route_scratch {
     struct esb_pred_scratch *pred;
     char *buf; /* template rendering: ESB_MSG_MAX_VALUE + 1 bytes */
     size_t bufcap;
+    struct esb_lua_vm *lua; /* transforms and lua= predicates (built at first use) */
 };
 
 /* The message flowing through a step list: a reference we hold; priv set
@@ -111,15 +117,27 @@ struct esb__flow {
     int priv;
 };
 
+/* The continuation of the step running now: the rest of its list, then
+ * the rest of each enclosing list (NULL: nothing; a multicast branch ends
+ * at its own end). A transform that returns several messages runs it once
+ * per message. */
+struct esb__cont {
+    const struct esb__steps *steps;
+    size_t next; /* index in steps of what runs next */
+    const struct esb__cont *up;
+};
+
 /* One run of a route on one message. */
 struct esb__run {
     const struct esb_route *r;
     struct esb_route_scratch *s;
     struct esb_route_result *res;
     struct esb_pred_run pr;
+    const struct esb__cont *k; /* set around every step by esb__route_run_steps */
 };
 
-/* Run a step list on f; returns ESB__GO, ESB__STOP or ESB__ERROR. */
+/* Run a step list on f; returns ESB__GO, ESB__STOP, ESB__DONE or
+ * ESB__ERROR. The list's continuation is run->k at the call. */
 int esb__route_run_steps(struct esb__run *run, const struct esb__steps *steps, struct esb__flow *f);
 
 /* Run functions of the step table (route_run.c). */
@@ -129,5 +147,6 @@ int esb__run_set_header(struct esb__run *run, const struct esb__step *st, struct
 int esb__run_log(struct esb__run *run, const struct esb__step *st, struct esb__flow *f);
 int esb__run_multicast(struct esb__run *run, const struct esb__step *st, struct esb__flow *f);
 int esb__run_to(struct esb__run *run, const struct esb__step *st, struct esb__flow *f);
+int esb__run_transform(struct esb__run *run, const struct esb__step *st, struct esb__flow *f);
 
 #endif

@@ -6,10 +6,17 @@
  * handed to an output or a multicast branch. Predicates parse the body at
  * most once per format per run (esb_pred_run). On a routing error the
  * outputs made so far are dropped: the runtime dead-letters the input
- * instead of committing them. */
+ * instead of committing them.
+ *
+ * A Lua transform replaces the message, drops it (like a filter), or splits
+ * it into several: then each part runs the rest of the flow on its own - the
+ * steps after the transform, then after each enclosing choice - through the
+ * continuation esb__route_run_steps keeps in run->k. A multicast branch's
+ * continuation ends with the branch. */
 #include "config.h"
 
 #include "log.h"
+#include "lua_host.h"
 #include "msg.h"
 #include "route_internal.h"
 #include "template.h"
@@ -45,12 +52,32 @@ static void writable(struct esb__flow *f)
     f->priv = 1;
 }
 
+/* Run steps from index from; after them comes up. */
+static int run_from(struct esb__run *run, const struct esb__steps *steps, size_t from,
+                    const struct esb__cont *up, struct esb__flow *f)
+{
+    const struct esb__cont *saved = run->k;
+    int rc = ESB__GO;
+    for (size_t i = from; i < steps->n && rc == ESB__GO; i++) {
+        struct esb__cont k = {steps, i + 1, up};
+        run->k = &k;
+        rc = steps->v[i].ops->run(run, &steps->v[i], f);
+    }
+    run->k = saved;
+    return rc;
+}
+
 int esb__route_run_steps(struct esb__run *run, const struct esb__steps *steps, struct esb__flow *f)
 {
-    for (size_t i = 0; i < steps->n; i++) {
-        const struct esb__step *st = &steps->v[i];
-        int rc = st->ops->run(run, st, f);
-        if (rc != ESB__GO) return rc;
+    return run_from(run, steps, 0, run->k, f);
+}
+
+/* Run the continuation k on f: the rest of each list, innermost first. */
+static int run_cont(struct esb__run *run, const struct esb__cont *k, struct esb__flow *f)
+{
+    for (; k; k = k->up) {
+        int rc = run_from(run, k->steps, k->next, k->up, f);
+        if (rc != ESB__GO) return rc; /* ESB__DONE: a nested split ran the rest */
     }
     return ESB__GO;
 }
@@ -122,12 +149,15 @@ int esb__run_log(struct esb__run *run, const struct esb__step *st, struct esb__f
 int esb__run_multicast(struct esb__run *run, const struct esb__step *st, struct esb__flow *f)
 {
     f->priv = 0; /* branches hold references to it from now on */
+    const struct esb__cont *saved = run->k;
     for (size_t i = 0; i < st->u.multicast.n; i++) {
         const struct esb__step *b = &st->u.multicast.v[i];
         struct esb__flow bf = {esb_msg_ref(f->cur), 0};
+        run->k = NULL; /* a branch ends with itself */
         int rc = b->ops->run(run, b, &bf);
+        run->k = saved;
         esb_msg_unref(bf.cur);
-        if (rc == ESB__ERROR) return rc; /* ESB__STOP ends only the branch */
+        if (rc == ESB__ERROR) return rc; /* ESB__STOP/DONE end only the branch */
     }
     return ESB__GO;
 }
@@ -152,9 +182,46 @@ int esb__run_to(struct esb__run *run, const struct esb__step *st, struct esb__fl
     return ESB__GO;
 }
 
+int esb__run_transform(struct esb__run *run, const struct esb__step *st, struct esb__flow *f)
+{
+    struct esb_msg **outs;
+    size_t n;
+    char reason[sizeof(run->res->reason)];
+    if (esb_lua_transform(run->s->lua, st->u.transform, f->cur, &outs, &n, reason, sizeof(reason)) <
+        0)
+        return fail(run, st->num, st->what, st->line, "%s", reason);
+    if (n == 0) {
+        esb_debug("[route:%s step:%d] transform dropped id=%s", run->r->id, st->num,
+                  f->cur->id_text);
+        free(outs);
+        return ESB__STOP;
+    }
+    if (n == 1) {
+        esb_msg_unref(f->cur);
+        f->cur = outs[0]; /* new, seen by nobody else */
+        f->priv = 1;
+        free(outs);
+        return ESB__GO;
+    }
+    const struct esb__cont *k = run->k;
+    int rc = ESB__DONE;
+    size_t stopped = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct esb__flow part = {outs[i], 1};
+        int r = rc == ESB__ERROR ? ESB__ERROR : run_cont(run, k, &part);
+        esb_msg_unref(part.cur);
+        if (r == ESB__ERROR) rc = ESB__ERROR;
+        if (r == ESB__STOP) stopped++;
+    }
+    free(outs);
+    if (rc == ESB__ERROR) return ESB__ERROR;
+    return stopped == n ? ESB__STOP : ESB__DONE;
+}
+
 struct esb_route_scratch *esb_route_scratch_new(void)
 {
     struct esb_route_scratch *s = esb_calloc(1, sizeof(*s));
+    s->lua = esb_lua_vm_new();
     s->pred = esb_pred_scratch_new();
     s->bufcap = ESB_MSG_MAX_VALUE + 1;
     s->buf = esb_malloc(s->bufcap);
@@ -164,6 +231,7 @@ struct esb_route_scratch *esb_route_scratch_new(void)
 void esb_route_scratch_free(struct esb_route_scratch *s)
 {
     if (!s) return;
+    esb_lua_vm_free(s->lua);
     esb_pred_scratch_free(s->pred);
     free(s->buf);
     free(s);
@@ -179,8 +247,9 @@ void esb_route_result_clear(struct esb_route_result *res)
 void esb_route_run(const struct esb_route *r, struct esb_route_scratch *s, const struct esb_msg *in,
                    struct esb_route_result *res)
 {
-    struct esb__run run = {r, s, res, {0}};
+    struct esb__run run = {r, s, res, {0}, NULL};
     esb_pred_run_init(&run.pr, s->pred);
+    run.pr.lua = s->lua;
     esb_pred_scratch_reserve(s->pred, r->max_captures);
     /* the input is borrowed and never changed: writable() clones it first */
     struct esb__flow f = {esb_msg_ref((struct esb_msg *)in), 0};

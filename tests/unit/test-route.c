@@ -149,10 +149,10 @@ static void test_compile_errors(void)
 {
     compile_fails("<route id='r' from='queue:in'>\n"
                   "  <to uri='queue:a'/>\n"
-                  "  <transform lua='x.lua'/>\n"
+                  "  <enrich with='x'/>\n"
                   "</route>",
-                  "t.xml:3: element <transform>: unknown step (expected one of choice, filter, "
-                  "set-header, log, multicast, to)",
+                  "t.xml:3: element <enrich>: unknown step (expected one of choice, filter, "
+                  "set-header, log, multicast, transform, to)",
                   "unknown step, line 3");
     compile_fails("<route id='r' from='queue:in'>\n<choice>\n"
                   "<when xpath='/a' json='$.a' equals='x'><to uri='queue:a'/></when>\n"
@@ -162,8 +162,8 @@ static void test_compile_errors(void)
                   "two predicates on a when");
     compile_fails("<route id='r' from='queue:in'>\n<choice>\n\n\n<when><to uri='queue:a'/></when>\n"
                   "</choice></route>",
-                  "t.xml:5: element <when>: <when> needs a predicate: xpath=, json=, regex= or "
-                  "header=",
+                  "t.xml:5: element <when>: <when> needs a predicate: xpath=, json=, regex=, "
+                  "header= or lua=",
                   "a when without predicate");
     compile_fails("<route id='r' from='queue:in'>\n<filter xpath='/order[total &gt;'/>\n</route>",
                   "t.xml:2: element <filter>: bad xpath \"/order[total >\"", "bad xpath");
