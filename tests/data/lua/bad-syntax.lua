@@ -1,0 +1,4 @@
+-- bad-syntax.lua - does not compile (line 3)
+function transform(msg)
+    return msg.body +* 2
+end
