@@ -264,3 +264,102 @@ post_is() {
 routed() {
     [ "$(post "$1" "$2" "${4:-text/plain}")" = 202 ] && wait_for 50 dir_has "$3" "$2"
 }
+
+# ---- delivery helpers: a real HTTP destination (tests/tools/http-sink) ----
+
+ESB_SINK=${ESB_SINK:-$top_builddir/tests/tools/http-sink}
+_sink_pids=()
+
+# sink_start NAME: start an http-sink on a free port of 127.0.0.1, logging
+# each request as a JSON line to $T/NAME.log; sets SINK_PORT and SINK_PID
+# (also in $T/NAME.port). Sinks are stopped (by pid) when the test exits.
+sink_start() {
+    local name=$1 i port=
+    : >"$T/$name.out"
+    "$ESB_SINK" --log "$T/$name.log" >"$T/$name.out" 2>&1 &
+    SINK_PID=$!
+    _sink_pids+=("$SINK_PID")
+    trap 'sinks_stop; bg_stop_all; cleanup' EXIT
+    for i in $(seq 1 100); do
+        port=$(sed -n 's/^port=//p' "$T/$name.out")
+        [ -n "$port" ] && break
+        kill -0 "$SINK_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    [ -n "$port" ] || bail "http-sink $name did not start: $(cat "$T/$name.out")"
+    SINK_PORT=$port
+    echo "$port" >"$T/$name.port"
+}
+
+# Stop every sink this test started (SIGTERM, then SIGKILL after 5 s).
+sinks_stop() {
+    local p i
+    for p in "${_sink_pids[@]}"; do
+        kill -TERM "$p" 2>/dev/null || continue
+        for i in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+    _sink_pids=()
+}
+
+# sink_ctl PORT JSON: set the sink's answer rules (POST /_control); true if
+# the sink took them.
+sink_ctl() {
+    [ "$(curl -s --max-time 5 -X POST --data-binary "$2" "http://127.0.0.1:$1/_control")" = ok ]
+}
+
+# sink_stats PORT: GET /_stats into $T/sink-stats (one JSON object); then
+# stat_of KEY reads requests, connections, max_concurrent or in_flight from
+# it. connections counts TCP connections accepted since the start or the
+# last reset_stats, including the one of this /_stats request itself.
+sink_stats() { curl -s --max-time 5 "http://127.0.0.1:$1/_stats" >"$T/sink-stats"; }
+stat_of() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" "$T/sink-stats"; }
+
+# sink_tsv LOGFILE: the sink's request log as tab-separated lines
+#   T-MS STATUS IDEMPOTENCY-KEY BODY PATH CONTENT-TYPE TRACEPARENT
+# (null values as "null"; BODY still JSON-escaped, e.g. {\"a\":1}). Lines
+# with a body_hex (not UTF-8) are left out.
+sink_tsv() {
+    sed -nE 's/^\{"t":([0-9]+),"method":"[^"]*","path":"([^"]*)","query":"[^"]*","status":("[^"]*"|[0-9]+),"idempotency_key":(null|"[^"]*"),"traceparent":(null|"[^"]*"),"content_type":(null|"[^"]*"),"headers":\{.*\},"body":"((\\.|[^"\\])*)"\}$/\1\t\3\t\4\t\7\t\2\t\6\t\5/p' "$1" |
+        awk -F'\t' -v OFS='\t' '{ for (i = 2; i <= 7; i++) if (i != 4) gsub(/"/, "", $i); print }'
+}
+
+# now_ms: the wall clock in milliseconds (the sink logs the same clock).
+now_ms() { date +%s%3N; }
+
+# post_many PATH PREFIX FIRST LAST [PARALLEL] [SIZE]: POST the bodies
+# PREFIX-FIRST .. PREFIX-LAST (each padded with '.' to SIZE bytes if SIZE is
+# given) with one curl process running PARALLEL (default 8) requests at
+# once on keep-alive connections. Appends "STATUS MESSAGE-ID BODY-NAME" per
+# request to $T/posted.PREFIX (BODY-NAME is PREFIX-i, without the padding).
+post_many() {
+    local path=$1 prefix=$2 first=$3 last=$4 par=${5:-8} size=${6:-0}
+    local cfg="$T/post-many.$prefix.$first.cfg"
+    awk -v url="http://127.0.0.1:$PORT$path" -v p="$prefix" -v a="$first" -v b="$last" \
+        -v size="$size" 'BEGIN {
+        pad = "."
+        while (length(pad) < size) pad = pad pad
+        for (i = a; i <= b; i++) {
+            name = p "-" i
+            body = name
+            if (length(name) < size) body = name substr(pad, 1, size - length(name))
+            printf "url = \"%s\"\ndata-binary = \"%s\"\n", url, body
+            printf "header = \"Content-Type: text/plain\"\noutput = \"/dev/null\"\nmax-time = 20\n"
+            printf "write-out = \"%%{http_code} %%header{esb-message-id} %s\\n\"\n", name
+            if (i < b) print "next"
+        } }' >"$cfg"
+    curl -s --no-progress-meter -Z --parallel-max "$par" -K "$cfg" >>"$T/posted.$prefix" 2>/dev/null
+    rm -f "$cfg"
+}
+
+# pick_free_port: a port of 127.0.0.1 (20000..49999) nothing listens on now
+# and that is not $PORT (e.g. for <admin listen>).
+pick_free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 30000))
+        [ "$p" = "${PORT:-}" ] && continue
+        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+    done
+}
