@@ -123,4 +123,33 @@ void esb_route_run(const struct esb_route *r, struct esb_route_scratch *s,
                    const struct esb_msg *in, struct esb_route_result *res);
 void esb_route_result_clear(struct esb_route_result *res);
 
+/* ---- tracing (dry runs: esbctl test) ---- */
+
+/* What esb_route_run reports to a trace callback, in the order it happens. */
+enum esb_route_trace_kind {
+    ESB_TRACE_STEP,      /* a step starts on msg */
+    ESB_TRACE_BRANCH,    /* a choice decided: branch = the index of the when that holds
+                          * (what, line: the when's), -1 otherwise, -2 none (goes on) */
+    ESB_TRACE_FILTER,    /* a filter decided: result 1 goes on, 0 stops */
+    ESB_TRACE_TRANSFORM, /* a transform returned count messages: one event per message
+                          * (index, msg); count 0 and msg NULL: it dropped the message */
+    ESB_TRACE_TO,        /* a <to> emitted msg to target (the bus queue name) */
+};
+
+struct esb_route_trace {
+    enum esb_route_trace_kind kind;
+    int step, line;            /* the step's number (as in reasons) and config line */
+    const char *what;          /* "choice", "choice/when/to", "transform lua=x.lua", ... */
+    const struct esb_msg *msg; /* borrowed for the call */
+    int branch, result;
+    size_t index, count;
+    const char *target;
+};
+
+/* Report what esb_route_run does with scratch s to fn(ctx, event); fn NULL
+ * turns it off (the default; then it costs one test per step). */
+void esb_route_scratch_set_trace(struct esb_route_scratch *s,
+                                 void (*fn)(void *ctx, const struct esb_route_trace *t),
+                                 void *ctx);
+
 #endif

@@ -108,6 +108,8 @@ struct esb_route_scratch {
     char *buf; /* template rendering: ESB_MSG_MAX_VALUE + 1 bytes */
     size_t bufcap;
     struct esb_lua_vm *lua; /* transforms and lua= predicates (built at first use) */
+    void (*trace)(void *ctx, const struct esb_route_trace *t); /* dry runs; NULL: off */
+    void *trace_ctx;
 };
 
 /* The message flowing through a step list: a reference we hold; priv set

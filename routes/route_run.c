@@ -27,6 +27,15 @@
 
 #define LOG_LINE_MAX 1024
 
+/* Report an event to the scratch's trace callback, if any (dry runs). */
+#define TRACE(run, ...)                                                                            \
+    do {                                                                                           \
+        if ((run)->s->trace) {                                                                     \
+            struct esb_route_trace t_ = {__VA_ARGS__};                                             \
+            (run)->s->trace((run)->s->trace_ctx, &t_);                                             \
+        }                                                                                          \
+    } while (0)
+
 ESB_PRINTF(5, 6)
 static int fail(struct esb__run *run, int num, const char *what, int line, const char *fmt, ...)
 {
@@ -61,6 +70,8 @@ static int run_from(struct esb__run *run, const struct esb__steps *steps, size_t
     for (size_t i = from; i < steps->n && rc == ESB__GO; i++) {
         struct esb__cont k = {steps, i + 1, up};
         run->k = &k;
+        TRACE(run, .kind = ESB_TRACE_STEP, .step = steps->v[i].num, .line = steps->v[i].line,
+              .what = steps->v[i].what, .msg = f->cur);
         rc = steps->v[i].ops->run(run, &steps->v[i], f);
     }
     run->k = saved;
@@ -98,8 +109,14 @@ int esb__run_choice(struct esb__run *run, const struct esb__step *st, struct esb
         const struct esb__when *w = &st->u.choice.whens[i];
         int v = test(run, w->pred, f, st->num, w->what, w->line);
         if (v < 0) return ESB__ERROR;
-        if (v) return esb__route_run_steps(run, &w->steps, f);
+        if (v) {
+            TRACE(run, .kind = ESB_TRACE_BRANCH, .step = st->num, .line = w->line, .what = w->what,
+                  .msg = f->cur, .branch = (int)i);
+            return esb__route_run_steps(run, &w->steps, f);
+        }
     }
+    TRACE(run, .kind = ESB_TRACE_BRANCH, .step = st->num, .line = st->line, .what = st->what,
+          .msg = f->cur, .branch = st->u.choice.has_otherwise ? -1 : -2);
     if (st->u.choice.has_otherwise) return esb__route_run_steps(run, &st->u.choice.otherwise, f);
     return ESB__GO;
 }
@@ -108,6 +125,8 @@ int esb__run_filter(struct esb__run *run, const struct esb__step *st, struct esb
 {
     int v = test(run, st->u.filter, f, st->num, st->what, st->line);
     if (v < 0) return ESB__ERROR;
+    TRACE(run, .kind = ESB_TRACE_FILTER, .step = st->num, .line = st->line, .what = st->what,
+          .msg = f->cur, .result = v);
     return v ? ESB__GO : ESB__STOP;
 }
 
@@ -178,6 +197,8 @@ int esb__run_to(struct esb__run *run, const struct esb__step *st, struct esb__fl
         res->out = esb_realloc(res->out, res->cap * sizeof(*res->out));
     }
     res->out[res->nout++] = (struct esb_route_output){t->kind, t->bus_name, esb_msg_ref(f->cur)};
+    TRACE(run, .kind = ESB_TRACE_TO, .step = st->num, .line = st->line, .what = st->what,
+          .msg = f->cur, .target = t->bus_name);
     f->priv = 0;
     return ESB__GO;
 }
@@ -190,6 +211,9 @@ int esb__run_transform(struct esb__run *run, const struct esb__step *st, struct 
     if (esb_lua_transform(run->s->lua, st->u.transform, f->cur, &outs, &n, reason, sizeof(reason)) <
         0)
         return fail(run, st->num, st->what, st->line, "%s", reason);
+    if (n <= 1)
+        TRACE(run, .kind = ESB_TRACE_TRANSFORM, .step = st->num, .line = st->line,
+              .what = st->what, .msg = n ? outs[0] : NULL, .count = n);
     if (n == 0) {
         esb_debug("[route:%s step:%d] transform dropped id=%s", run->r->id, st->num,
                   f->cur->id_text);
@@ -208,6 +232,8 @@ int esb__run_transform(struct esb__run *run, const struct esb__step *st, struct 
     size_t stopped = 0;
     for (size_t i = 0; i < n; i++) {
         struct esb__flow part = {outs[i], 1};
+        TRACE(run, .kind = ESB_TRACE_TRANSFORM, .step = st->num, .line = st->line,
+              .what = st->what, .msg = outs[i], .index = i, .count = n);
         int r = rc == ESB__ERROR ? ESB__ERROR : run_cont(run, k, &part);
         esb_msg_unref(part.cur);
         if (r == ESB__ERROR) rc = ESB__ERROR;
@@ -226,6 +252,13 @@ struct esb_route_scratch *esb_route_scratch_new(void)
     s->bufcap = ESB_MSG_MAX_VALUE + 1;
     s->buf = esb_malloc(s->bufcap);
     return s;
+}
+
+void esb_route_scratch_set_trace(struct esb_route_scratch *s,
+                                 void (*fn)(void *ctx, const struct esb_route_trace *t), void *ctx)
+{
+    s->trace = fn;
+    s->trace_ctx = ctx;
 }
 
 void esb_route_scratch_free(struct esb_route_scratch *s)
