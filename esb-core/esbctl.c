@@ -6,6 +6,8 @@
  *   esbctl queues --data DIR     list the queues of a bus directory (offline)
  *   esbctl browse QUEUE [--data DIR] [--limit N]
  *                                print a queue's entries as JSON lines (offline)
+ *   esbctl test FILE --route ID (--message F [--header K=V]... | --dir D [--update])
+ *                                dry-run messages through a route (dryrun.c)
  *
  * The offline commands open the bus directory themselves, read-write,
  * exactly as esbd does (recovery runs and may cut a torn tail), so esbd must
@@ -32,6 +34,7 @@
 #include <libxml/parser.h>
 
 #include "bus.h"
+#include "dryrun.h"
 #include "esbctl.h"
 #include "msg.h"
 #include "log.h"
@@ -84,6 +87,17 @@ void esbctl_usage(FILE *out)
             "                       attempt, reason and origin for dead letters, headers\n"
             "                       and the first 1 KiB of the body. esbd must not be\n"
             "                       running on DIR.\n"
+            "  test FILE --route ID --message F [--header NAME=VALUE]... [--content-type T]\n"
+            "                       dry-run: run the message in F through route ID of the\n"
+            "                       config FILE without the bus or any endpoint; print each\n"
+            "                       step, the branch each choice took, what each transform\n"
+            "                       returned and where each output would go. Exit 1 on a\n"
+            "                       routing error (the reason is printed).\n"
+            "  test FILE --route ID --dir D [--update] [--content-type T]\n"
+            "                       golden files: run every D/NAME.in (headers from\n"
+            "                       D/NAME.headers) and compare the outputs with\n"
+            "                       D/NAME.expected; PASS/FAIL per case, exit 1 if any\n"
+            "                       failed. --update writes the .expected files instead.\n"
             "\n"
             "Exit status: 0 ok, 1 the command failed (check: the config has errors;\n"
             "admin API unreachable, wrong token, request refused), 2 bad arguments,\n"
@@ -379,15 +393,108 @@ static int cmd_config_doc(int argc, char **argv)
     return 0;
 }
 
+/* ---- test (dry run) ---- */
+
+static int cmd_test(int argc, char **argv)
+{
+    enum { OPT_ROUTE = 256, OPT_MESSAGE, OPT_HEADER, OPT_CT, OPT_DIR, OPT_UPDATE, OPT_HELP };
+    static const struct option long_opts[] = {
+        {"route", required_argument, NULL, OPT_ROUTE},
+        {"message", required_argument, NULL, OPT_MESSAGE},
+        {"header", required_argument, NULL, OPT_HEADER},
+        {"content-type", required_argument, NULL, OPT_CT},
+        {"dir", required_argument, NULL, OPT_DIR},
+        {"update", no_argument, NULL, OPT_UPDATE},
+        {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    const char *route = NULL, *message = NULL, *ct = NULL, *dir = NULL;
+    char **headers = esb_calloc((size_t)argc + 1, sizeof(*headers));
+    size_t nheaders = 0;
+    int update = 0, c, rc = ESBCTL_EXIT_FAIL;
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":hr:m:H:d:", long_opts, NULL)) != -1) {
+        switch (c) {
+        case 'r':
+        case OPT_ROUTE:
+            route = optarg;
+            break;
+        case 'm':
+        case OPT_MESSAGE:
+            message = optarg;
+            break;
+        case 'H':
+        case OPT_HEADER:
+            headers[nheaders++] = optarg;
+            break;
+        case OPT_CT:
+            ct = optarg;
+            break;
+        case 'd':
+        case OPT_DIR:
+            dir = optarg;
+            break;
+        case OPT_UPDATE:
+            update = 1;
+            break;
+        case 'h':
+        case OPT_HELP:
+            free(headers);
+            esbctl_usage(stdout);
+            return 0;
+        case ':':
+            esbctl_usage_error("option needs an argument", argv[optind - 1]);
+        default:
+            esbctl_usage_error("unknown option", argv[optind - 1]);
+        }
+    }
+    if (optind + 1 != argc) esbctl_usage_error("test takes one config FILE", NULL);
+    if (!route) esbctl_usage_error("test needs --route ID", NULL);
+    if (!message == !dir) esbctl_usage_error("test needs either --message FILE or --dir DIR", NULL);
+    if (update && !dir) esbctl_usage_error("--update goes with --dir", NULL);
+    if (nheaders && !message) esbctl_usage_error("--header goes with --message", NULL);
+
+    struct esb_config *cfg = NULL;
+    struct esb_dryrun *d = NULL;
+    struct esb_diags diags = {0};
+    struct esb_err err = {0};
+    if (esb_config_load(argv[optind], &cfg, &diags) < 0) {
+        for (size_t i = 0; i < diags.n; i++) fprintf(stderr, "%s\n", diags.msgs[i]);
+        goto out;
+    }
+    if (esb_dryrun_new(cfg, route, &d, &err) < 0) {
+        fprintf(stderr, "esbctl: %s\n", err.msg);
+        goto out;
+    }
+    int r = message ? esb_dryrun_message(d, message, ct, headers, nheaders, stdout, &err)
+                    : esb_dryrun_dir(d, dir, ct, update, stdout, &err);
+    if (r < 0)
+        fprintf(stderr, "esbctl: %s\n", err.msg);
+    else if (r == 0)
+        rc = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "esbctl: writing output failed: %s\n", strerror(errno));
+        rc = ESBCTL_EXIT_FAIL;
+    }
+out:
+    esb_dryrun_free(d);
+    esb_config_unref(cfg);
+    esb_diags_free(&diags);
+    free(headers);
+    return rc;
+}
+
 /* ---- main ---- */
 
 static const struct {
     const char *name;
     int (*run)(int argc, char **argv);
 } commands[] = {
-    {"check", cmd_check},          {"config-doc", cmd_config_doc}, {"queues", cmd_queues},
-    {"browse", cmd_browse},        {"status", esbctl_cmd_status},  {"dlq", esbctl_cmd_dlq},
-    {"reload", esbctl_cmd_reload},
+    {"check", cmd_check},          {"config-doc", cmd_config_doc},
+    {"queues", cmd_queues},        {"browse", cmd_browse},
+    {"status", esbctl_cmd_status}, {"dlq", esbctl_cmd_dlq},
+    {"reload", esbctl_cmd_reload}, {"test", cmd_test},
 };
 
 /* Run command argv[0]; the caller cleans up the libraries afterwards. */
