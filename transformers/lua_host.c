@@ -296,7 +296,7 @@ static int push_prog_fn(lua_State *L, struct call *c)
     lua_replace(L, chunk);
     lua_settop(L, chunk);
     vm->progs = esb_realloc(vm->progs, (vm->nprogs + 1) * sizeof(*vm->progs));
-    vm->progs[vm->nprogs++] = (struct vm_prog){p, p->serial, ref};
+    vm->progs[vm->nprogs++] = (struct esb__lua_vm_prog){p, p->serial, ref};
     return 0;
 }
 

@@ -1,6 +1,7 @@
-/* lua_internal.h - shared by the Lua host's files (lua_host.c: VMs, sandbox,
- * calls; lua_msg.c: message <-> table; lua_safelib.c: bounded library
- * functions) and by the host's unit test. Not for other modules.
+/* lua_internal.h - shared by the Lua host's files (lua_host.c: VMs, limits,
+ * calls; lua_sandbox.c: what scripts see; lua_msg.c: message <-> table;
+ * lua_safelib.c: bounded library functions) and by the host's unit test.
+ * esb__lua_charge may also serve the esb.* modules for long C loops.
  *
  * Every lua_State the host creates has the host's allocator with the
  * esb_lua_vm as its userdata (lua_getallocf), so C functions and the count
@@ -39,7 +40,7 @@ struct esb_lua_prog {
 };
 
 /* A program loaded into a VM. */
-struct vm_prog {
+struct esb__lua_vm_prog {
     const struct esb_lua_prog *p;
     uint64_t serial;
     int fn_ref;
@@ -58,7 +59,7 @@ struct esb_lua_vm {
     const struct esb_lua_prog *cur;
     const struct esb_lua_prog *named; /* registry "esb.script" names it */
     uint64_t named_serial;
-    struct vm_prog *progs;
+    struct esb__lua_vm_prog *progs;
     size_t nprogs;
     int ref_libs, ref_dirty, ref_loaded;
     int ndirty;
