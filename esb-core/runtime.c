@@ -309,11 +309,36 @@ static void run_route(struct esb_runtime *rt, const struct handler *h,
             if (o->kind == ESB_URI_TOPIC)
                 esb_txn_publish(t, rt->bus, o->bus_name, o->msg);
             else
-                esb_txn_append(t, &o->bus_name, 1, o->msg);
+                esb_txn_append_keyed(t, &o->bus_name, 1, o->msg, o->key);
+        }
+        if (res.dedupe_key) {
+            char key[1100];
+            snprintf(key, sizeof(key), "dedupe:%s", res.dedupe_key);
+            esb_txn_mark_unique(t, key, esb_now_ms() + res.dedupe_window_ms);
         }
         if (res.dropped)
             esb_debug("[route:%s] filtered id=%s", esb_route_id(h->route), e->msg->id_text);
         esb_txn_ack(t, e);
+    }
+    if (res.dedupe_key) {
+        struct esb_err err = {0};
+        int rc = esb_bus_commit(rt->bus, t, &err);
+        esb_txn_free(t);
+        if (rc == ESB_EEXIST) {
+            /* Seen before: a duplicate. Acknowledge it and send nothing. */
+            esb_info("[route:%s] duplicate dropped id=%s key=%s", esb_route_id(h->route),
+                     e->msg->id_text, res.dedupe_key);
+            t = esb_txn_new();
+            esb_txn_ack(t, e);
+            commit_or_release(rt, t, e);
+        } else if (rc == ESB_EFULL) {
+            usleep(BACKPRESSURE_MS * 1000); /* released by the caller: taken again */
+        } else if (rc < 0 && rc != ESB_ECLOSED) {
+            esb_error("commit failed queue=%s seq=%llu: %s", e->queue, (unsigned long long)e->seq,
+                      err.msg);
+        }
+        esb_route_result_clear(&res);
+        return;
     }
     esb_route_result_clear(&res);
     commit_or_release(rt, t, e);

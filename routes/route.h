@@ -103,6 +103,7 @@ struct esb_route_output {
     enum esb_uri_kind kind;  /* QUEUE, TOPIC or ENDPOINT */
     const char *bus_name;    /* borrowed from the route: "queue:x", "topic:x", "deliver:id" */
     struct esb_msg *msg;     /* owned reference */
+    char *key;               /* ordering key (route ordering-key=), owned; NULL for none */
 };
 
 struct esb_route_result {
@@ -111,6 +112,11 @@ struct esb_route_result {
     int dropped;             /* a filter stopped it (copies sent by an earlier <to> stay) */
     int error;               /* routing error: reason below; dead-letter */
     char reason[512];        /* e.g. "step 2 (choice/when xpath, line 14): body is not XML: ..." */
+    /* <dedupe>: the idempotency key ("ROUTE:KEY", owned) the runtime must
+     * mark uniquely in the hand-off transaction, and for how long; a
+     * duplicate key makes the whole message a duplicate (acked, dropped). */
+    char *dedupe_key;
+    uint64_t dedupe_window_ms;
 };
 
 struct esb_route_scratch *esb_route_scratch_new(void);

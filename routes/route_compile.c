@@ -297,6 +297,38 @@ static void free_set_header(struct esb__step *st)
     esb_template_free(st->u.set_header.value);
 }
 
+struct dedupe_conf {
+    char *key;
+    uint64_t window;
+};
+
+static const struct esb_attr_spec dedupe_attrs[] = {
+    {"key", ESB_ATTR_STRING, NULL, offsetof(struct dedupe_conf, key), 1, 0, 0, NULL,
+     "Template of the idempotency key, e.g. \"{header:idempotency-key}\" or \"{id}\". A message "
+     "whose key renders empty is not deduplicated."},
+    {"window", ESB_ATTR_DURATION, "24h", offsetof(struct dedupe_conf, window), 0, 1000,
+     366ull * 24 * 3600 * 1000, NULL, "How long a key is remembered (durably, across restarts)."},
+    ESB_ATTR_END,
+};
+
+static int compile_dedupe(struct esb__cctx *c, xmlNode *node, struct esb__step *st)
+{
+    struct dedupe_conf dc = {0};
+    int rc = parse_attrs(c, node, dedupe_attrs, &dc);
+    if (rc) return rc;
+    struct esb_err err = {0};
+    if (esb_template_compile(dc.key, 0, &st->u.dedupe.key, &err))
+        rc = diag(c, node, "attribute 'key': %s", err.msg);
+    st->u.dedupe.window_ms = dc.window;
+    free(dc.key);
+    return leaf_only(c, node) ? ESB_EINVAL : rc;
+}
+
+static void free_dedupe(struct esb__step *st)
+{
+    esb_template_free(st->u.dedupe.key);
+}
+
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 struct log_conf {
     char *message;
@@ -435,6 +467,13 @@ static const struct esb__step_ops step_table[] = {
      compile_set_header, free_set_header, esb__run_set_header},
     {"log", "Writes one log line prefixed `[route:ID step:N]`.", log_attrs, compile_log, free_log,
      esb__run_log},
+    {"dedupe",
+     "Idempotent consumer: a message whose key was already seen by this route within `window` is "
+     "a duplicate: it is acknowledged and dropped (logged at info), nothing is sent. The key is "
+     "recorded in the same durable bus batch as the route's outputs, so a message that fails is "
+     "never marked as seen, and a duplicate arriving while the first is still in flight is caught "
+     "too (an atomic check-and-set in the bus).",
+     dedupe_attrs, compile_dedupe, free_dedupe, esb__run_dedupe},
     {"multicast",
      "Each child step is a branch that runs on its own copy of the message; the steps after "
      "`</multicast>` then go on with the message as it was before.",
@@ -587,7 +626,7 @@ static int compile_steps(struct esb__cctx *c, xmlNode *parent, const char *path,
 /* ---- the route ---- */
 
 struct route_conf {
-    char *id, *from, *path;
+    char *id, *from, *path, *ordering_key;
 };
 static const struct esb_attr_spec route_attrs[] = {
     {"id", ESB_ATTR_STRING, NULL, offsetof(struct route_conf, id), 1, 0, 0, NULL,
@@ -597,6 +636,11 @@ static const struct esb_attr_spec route_attrs[] = {
      "topic:NAME."},
     {"path", ESB_ATTR_STRING, NULL, offsetof(struct route_conf, path), 0, 0, 0, NULL,
      "For an http-in source (required there, only there): the request path, e.g. /orders."},
+    {"ordering-key", ESB_ATTR_STRING, NULL, offsetof(struct route_conf, ordering_key), 0, 0, 0,
+     NULL,
+     "Template of an ordering key, e.g. \"{header:customer-id}\": the messages this route sends "
+     "with the same key are delivered one at a time in order, even across retries (a key in "
+     "retry holds back only that key). Empty result: no ordering."},
     ESB_ATTR_END,
 };
 
@@ -649,6 +693,11 @@ int esb_route_compile(struct _xmlNode *node, const char *file, const struct esb_
     }
     r->id = esb_strdup(rc.id);
     (void)compile_source(&c, node, &rc);
+    if (rc.ordering_key) {
+        struct esb_err err = {0};
+        if (esb_template_compile(rc.ordering_key, 0, &r->ordering_key, &err))
+            diag(&c, node, "attribute 'ordering-key': %s", err.msg);
+    }
     int retry_seen = 0, dlq_seen = 0;
     for (xmlNode *k = node->children; k; k = k->next) {
         if (k->type != XML_ELEMENT_NODE) continue;
@@ -685,6 +734,7 @@ void esb_route_free(struct esb_route *r)
     free(r->dlq);
     free(r->id);
     free(r->file);
+    esb_template_free(r->ordering_key);
     free(r);
 }
 

@@ -78,6 +78,10 @@ struct esb__step {
         struct esb__steps multicast; /* each child step is a branch */
         size_t to;                   /* index into the route's targets */
         struct esb_lua_prog *transform;
+        struct {
+            struct esb_template *key;
+            uint64_t window_ms;
+        } dedupe;
     } u;
 };
 
@@ -94,6 +98,7 @@ struct esb_route {
     char *input; /* bus queue consumed */
     char *dlq;
     struct esb_retry_policy retry;
+    struct esb_template *ordering_key; /* ordering-key=, or NULL */
     struct esb__steps steps;
     size_t ntargets;
     char **target_uris; /* as written, for esb_route_targets */
@@ -150,5 +155,6 @@ int esb__run_log(struct esb__run *run, const struct esb__step *st, struct esb__f
 int esb__run_multicast(struct esb__run *run, const struct esb__step *st, struct esb__flow *f);
 int esb__run_to(struct esb__run *run, const struct esb__step *st, struct esb__flow *f);
 int esb__run_transform(struct esb__run *run, const struct esb__step *st, struct esb__flow *f);
+int esb__run_dedupe(struct esb__run *run, const struct esb__step *st, struct esb__flow *f);
 
 #endif

@@ -196,10 +196,38 @@ int esb__run_to(struct esb__run *run, const struct esb__step *st, struct esb__fl
         res->cap = res->cap ? res->cap * 2 : 4;
         res->out = esb_realloc(res->out, res->cap * sizeof(*res->out));
     }
-    res->out[res->nout++] = (struct esb_route_output){t->kind, t->bus_name, esb_msg_ref(f->cur)};
+    char *key = NULL;
+    if (run->r->ordering_key) {
+        struct esb_template_env env = {f->cur, run->r->id, 0};
+        size_t len;
+        if (esb_template_render(run->r->ordering_key, &env, run->s->buf, run->s->bufcap, &len) !=
+                0 ||
+            len > 255)
+            return fail(run, st->num, st->what, st->line,
+                        "the ordering key is longer than 255 bytes");
+        if (len) key = esb_strndup(run->s->buf, len);
+    }
+    res->out[res->nout++] =
+        (struct esb_route_output){t->kind, t->bus_name, esb_msg_ref(f->cur), key};
     TRACE(run, .kind = ESB_TRACE_TO, .step = st->num, .line = st->line, .what = st->what,
           .msg = f->cur, .target = t->bus_name);
     f->priv = 0;
+    return ESB__GO;
+}
+
+int esb__run_dedupe(struct esb__run *run, const struct esb__step *st, struct esb__flow *f)
+{
+    struct esb_route_scratch *s = run->s;
+    struct esb_template_env env = {f->cur, run->r->id, 0};
+    size_t len;
+    if (esb_template_render(st->u.dedupe.key, &env, s->buf, s->bufcap, &len) != 0 || len > 900)
+        return fail(run, st->num, st->what, st->line, "the dedupe key is longer than 900 bytes");
+    if (len == 0) return ESB__GO; /* no key: not deduplicated */
+    free(run->res->dedupe_key);
+    size_t n = strlen(run->r->id) + 1 + len + 1;
+    run->res->dedupe_key = esb_malloc(n);
+    snprintf(run->res->dedupe_key, n, "%s:%s", run->r->id, s->buf);
+    run->res->dedupe_window_ms = st->u.dedupe.window_ms;
     return ESB__GO;
 }
 
@@ -212,8 +240,8 @@ int esb__run_transform(struct esb__run *run, const struct esb__step *st, struct 
         0)
         return fail(run, st->num, st->what, st->line, "%s", reason);
     if (n <= 1)
-        TRACE(run, .kind = ESB_TRACE_TRANSFORM, .step = st->num, .line = st->line,
-              .what = st->what, .msg = n ? outs[0] : NULL, .count = n);
+        TRACE(run, .kind = ESB_TRACE_TRANSFORM, .step = st->num, .line = st->line, .what = st->what,
+              .msg = n ? outs[0] : NULL, .count = n);
     if (n == 0) {
         esb_debug("[route:%s step:%d] transform dropped id=%s", run->r->id, st->num,
                   f->cur->id_text);
@@ -232,8 +260,8 @@ int esb__run_transform(struct esb__run *run, const struct esb__step *st, struct 
     size_t stopped = 0;
     for (size_t i = 0; i < n; i++) {
         struct esb__flow part = {outs[i], 1};
-        TRACE(run, .kind = ESB_TRACE_TRANSFORM, .step = st->num, .line = st->line,
-              .what = st->what, .msg = outs[i], .index = i, .count = n);
+        TRACE(run, .kind = ESB_TRACE_TRANSFORM, .step = st->num, .line = st->line, .what = st->what,
+              .msg = outs[i], .index = i, .count = n);
         int r = rc == ESB__ERROR ? ESB__ERROR : run_cont(run, k, &part);
         esb_msg_unref(part.cur);
         if (r == ESB__ERROR) rc = ESB__ERROR;
@@ -272,8 +300,12 @@ void esb_route_scratch_free(struct esb_route_scratch *s)
 
 void esb_route_result_clear(struct esb_route_result *res)
 {
-    for (size_t i = 0; i < res->nout; i++) esb_msg_unref(res->out[i].msg);
+    for (size_t i = 0; i < res->nout; i++) {
+        esb_msg_unref(res->out[i].msg);
+        free(res->out[i].key);
+    }
     free(res->out);
+    free(res->dedupe_key);
     memset(res, 0, sizeof(*res));
 }
 

@@ -600,6 +600,43 @@ static void emit_doc(void *ctx, const char *text)
     if (strstr(text, "### `<")) n[1]++;
 }
 
+/* <dedupe> hands the runtime a route-scoped key and window; ordering-key
+ * gives every output its key. */
+static void test_dedupe_and_ordering(void)
+{
+    struct esb_route *r =
+        must_compile("<route id='d' from='queue:in' ordering-key='{header:customer}'>"
+                     "<dedupe key='{header:idempotency-key}' window='2h'/><to uri='http-out:crm'/>"
+                     "<to uri='queue:audit'/></route>");
+    struct esb_msg *m = msg_of("x", "text/plain");
+    esb_msg_set_header(m, "idempotency-key", "abc-1");
+    esb_msg_set_header(m, "customer", "c42");
+    struct esb_route_result res = {0};
+    esb_route_run(r, scratch, m, &res);
+    ok(!res.error && res.dedupe_key && strcmp(res.dedupe_key, "d:abc-1") == 0 &&
+           res.dedupe_window_ms == 2 * 3600 * 1000,
+       "dedupe: key scoped to the route, window 2h");
+    ok(res.nout == 2 && res.out[0].key && strcmp(res.out[0].key, "c42") == 0 && res.out[1].key &&
+           strcmp(res.out[1].key, "c42") == 0,
+       "ordering-key: every output carries the customer key");
+    esb_route_result_clear(&res);
+    esb_msg_remove_header(m, "idempotency-key");
+    esb_msg_remove_header(m, "customer");
+    esb_route_run(r, scratch, m, &res);
+    ok(!res.error && !res.dedupe_key && res.nout == 2 && !res.out[0].key,
+       "no key header: neither deduplicated nor ordered");
+    esb_route_result_clear(&res);
+    esb_msg_unref(m);
+    esb_route_free(r);
+    compile_fails("<route id='d' from='queue:in'><dedupe key='{nope}'/><to uri='queue:a'/></route>",
+                  "attribute 'key'", "dedupe with a bad template");
+    compile_fails("<route id='d' from='queue:in'><dedupe key='{id}' window='1ms'/></route>",
+                  "window", "dedupe window below 1s");
+    compile_fails(
+        "<route id='d' from='queue:in' ordering-key='{bogus}'><to uri='queue:a'/></route>",
+        "attribute 'ordering-key'", "ordering-key with a bad template");
+}
+
 int main(void)
 {
     datadir = getenv("top_srcdir") ? getenv("top_srcdir") : ".";
@@ -618,6 +655,7 @@ int main(void)
     test_regex_and_headers();
     test_steps();
     test_log();
+    test_dedupe_and_ordering();
 
     size_t doc[2] = {0, 0};
     esb_route_doc(emit_doc, doc);
