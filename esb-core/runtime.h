@@ -37,8 +37,7 @@ struct esb_runtime;
 int esb_runtime_start(struct esb_config *cfg, void (*on_fatal)(void *ctx, const char *why),
                       void *fatal_ctx, struct esb_runtime **out, struct esb_err *err) ESB_WUR;
 /* Switch to cfg (a ref is taken). On error the old config keeps running. */
-int esb_runtime_reload(struct esb_runtime *rt, struct esb_config *cfg,
-                       struct esb_err *err) ESB_WUR;
+int esb_runtime_reload(struct esb_runtime *rt, struct esb_config *cfg, struct esb_err *err) ESB_WUR;
 /* Stop inbound endpoints, let workers finish their current entries, close
  * the bus. Everything not finished stays durably queued. NULL-safe. */
 void esb_runtime_stop(struct esb_runtime *rt);
@@ -59,8 +58,7 @@ int esb_runtime_accept_marked(struct esb_runtime *rt, const struct esb_endpoint 
 /* 1 if key was marked by an accepted message and has not expired. */
 int esb_runtime_marked(struct esb_runtime *rt, const char *key);
 /* True if some route of the current generation takes ep at path. */
-int esb_runtime_has_route(struct esb_runtime *rt, const struct esb_endpoint *ep,
-                          const char *path);
+int esb_runtime_has_route(struct esb_runtime *rt, const struct esb_endpoint *ep, const char *path);
 
 struct esb_bus *esb_runtime_bus(struct esb_runtime *rt);
 
