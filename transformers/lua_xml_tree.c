@@ -15,10 +15,18 @@
 
 /* ---- walking tables: text, find, find_all ---- */
 
-static void check_depth(lua_State *L, int depth, const char *who)
+/* Walks are capped in depth (a cycle) and, for walks that produce little
+ * output (text, find), in visited nodes: a table whose children share
+ * subtrees ({t, t} nested 100 deep) would otherwise take 2^100 steps in C,
+ * out of reach of the instruction budget. */
+#define MAX_VISITS ((size_t)1 << 24)
+
+static void check_depth(lua_State *L, int depth, size_t *visits, const char *who)
 {
     if (depth > ESB_LMOD_XML_MAX_DEPTH)
         esb__lmod_error(L, "%s: nesting deeper than %d (a cycle?)", who, ESB_LMOD_XML_MAX_DEPTH);
+    if (visits && ++*visits > MAX_VISITS)
+        esb__lmod_error(L, "%s: more than %zu nodes (shared subtrees?)", who, MAX_VISITS);
     luaL_checkstack(L, 8, "out of stack space");
 }
 
@@ -29,9 +37,9 @@ static lua_Integer get_children(lua_State *L, int idx)
     return (lua_Integer)lua_rawlen(L, -1);
 }
 
-static void text_of(lua_State *L, int node, struct esb__lmod_buf *b, int depth)
+static void text_of(lua_State *L, int node, struct esb__lmod_buf *b, int depth, size_t *visits)
 {
-    check_depth(L, depth, b->who);
+    check_depth(L, depth, visits, b->who);
     lua_Integer n = get_children(L, node);
     int ch = lua_gettop(L);
     for (lua_Integer i = 1; i <= n; i++) {
@@ -41,7 +49,7 @@ static void text_of(lua_State *L, int node, struct esb__lmod_buf *b, int depth)
             const char *s = lua_tolstring(L, -1, &len);
             esb__lmod_buf_add(b, s, len);
         } else if (t == LUA_TTABLE) {
-            text_of(L, lua_gettop(L), b, depth + 1);
+            text_of(L, lua_gettop(L), b, depth + 1, visits);
         }
         lua_pop(L, 1);
     }
@@ -51,13 +59,14 @@ static void text_of(lua_State *L, int node, struct esb__lmod_buf *b, int depth)
 int esb__lmod_xml_text(lua_State *L)
 {
     struct esb__lmod_buf b;
+    size_t visits = 0;
     if (lua_type(L, 1) == LUA_TSTRING) {
         lua_settop(L, 1);
         return 1;
     }
     luaL_checktype(L, 1, LUA_TTABLE);
     esb__lmod_buf_init(L, &b, ESB_LMOD_MAX_OUTPUT, "esb.xml.text");
-    text_of(L, 1, &b, 0);
+    text_of(L, 1, &b, 0, &visits);
     esb__lmod_buf_push(&b);
     return 1;
 }
@@ -67,6 +76,7 @@ struct find {
     int all;
     lua_Integer found;
     int out; /* result table (find_all) */
+    size_t visits;
 };
 
 static int field_is(lua_State *L, int idx, const char *field, const char *want)
@@ -98,7 +108,7 @@ static int matches(lua_State *L, int node, const struct find *f)
  * returns 1 (find), or appends all matches to f->out (find_all). */
 static int find_in(lua_State *L, int node, struct find *f, int depth)
 {
-    check_depth(L, depth, f->all ? "esb.xml.find_all" : "esb.xml.find");
+    check_depth(L, depth, &f->visits, f->all ? "esb.xml.find_all" : "esb.xml.find");
     lua_Integer n = get_children(L, node);
     int ch = lua_gettop(L);
     for (lua_Integer i = 1; i <= n; i++) {
@@ -364,7 +374,7 @@ static void write_element(struct ser *w, int node, const struct scope *up, int d
     const char *who = w->b->who;
     size_t nn, pn = 0;
     int empty;
-    check_depth(L, depth, who);
+    check_depth(L, depth, NULL, who); /* the output cap bounds the work */
     if (lua_getfield(L, node, "name") != LUA_TSTRING)
         esb__lmod_error(L, "%s: an element needs a string name", who);
     const char *name = lua_tolstring(L, -1, &nn);

@@ -160,3 +160,11 @@ t0 = os.clock()
 local ws = xml.serialize(wide)
 ok(#ws > 300000 and ws:find('^<w k1="v" k10="v" k100="v"') and os.clock() - t0 < 5,
    "serialize: 50000 attributes sorted in n log n")
+local shared = {name = "a", children = {}}
+for _ = 1, 100 do shared = {name = "a", children = {shared, shared}} end
+t0 = os.clock()
+e = raises(xml.text, shared)
+ok(e and e:find("more than 16777216 nodes", 1, true) and os.clock() - t0 < 30,
+   "text: shared subtrees (2^100 paths) end in an error: " .. tostring(e))
+ok(raises(xml.find_all, shared, "zz"):find("more than 16777216 nodes", 1, true), "find_all: shared subtrees end in an error")
+-- (serialize and json.encode of shared subtrees end at the 64 MiB output cap: a few seconds)
