@@ -17,6 +17,8 @@
 #include <jansson.h>
 #include <libxml/parser.h>
 #include <libxml/parserInternals.h>
+
+#include "xmlsafe.h"
 #include <libxml/xpath.h>
 #include <libxml/xpathInternals.h>
 #include <limits.h>
@@ -199,24 +201,6 @@ void esb_pred_run_clear(struct esb_pred_run *r)
 
 /* ---- parsing bodies ---- */
 
-static void xml_quiet(void *ud, xmlErrorPtr e)
-{
-    (void)ud;
-    (void)e;
-}
-
-/* SAX internalSubset: called on "<!DOCTYPE name ..." before any declaration
- * is read; stop right there. */
-static void doctype_stop(void *ctx, const xmlChar *name, const xmlChar *eid, const xmlChar *sid)
-{
-    (void)name;
-    (void)eid;
-    (void)sid;
-    xmlParserCtxtPtr c = ctx;
-    *(int *)c->_private = 1;
-    xmlStopParser(c);
-}
-
 static void chomp(char *s)
 {
     size_t n = strlen(s);
@@ -225,38 +209,13 @@ static void chomp(char *s)
 
 static int parse_xml(struct esb_pred_run *r, const struct esb_body *b)
 {
-    const int opts = XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING;
-    if (b->len == 0 || b->len > INT_MAX) {
-        snprintf(r->xml_err, sizeof(r->xml_err), "body is not XML: %s",
-                 b->len ? "too large" : "empty body");
-        return -1;
-    }
-    xmlParserCtxtPtr c = xmlCreateMemoryParserCtxt((const char *)b->data, (int)b->len);
-    if (!c) abort();
-    int doctype = 0;
-    (void)xmlCtxtUseOptions(c, opts);
-    c->sax->internalSubset = doctype_stop;
-    c->sax->serror = xml_quiet;
-    c->_private = &doctype;
-    (void)xmlParseDocument(c);
-    xmlDocPtr doc = c->myDoc;
-    c->myDoc = NULL;
-    int ok = c->wellFormed && doc && !doctype;
-    if (!ok) {
-        if (doctype) {
-            snprintf(r->xml_err, sizeof(r->xml_err), "body is not accepted: DOCTYPE not allowed");
-        } else {
-            xmlErrorPtr e = xmlCtxtGetLastError(c);
-            snprintf(r->xml_err, sizeof(r->xml_err), "body is not XML: line %d: %s",
-                     e ? e->line : 0, e && e->message ? e->message : "parse error");
-            chomp(r->xml_err);
-        }
-        xmlFreeDoc(doc);
-        doc = NULL;
-    }
-    xmlFreeParserCtxt(c);
-    r->xml = doc;
-    return ok ? 1 : -1;
+    enum esb_xml_fail fail;
+    char msg[sizeof(r->xml_err) - 40];
+    r->xml = esb_xml_parse((const char *)b->data, b->len, 0, &fail, msg, sizeof(msg));
+    if (r->xml) return 1;
+    snprintf(r->xml_err, sizeof(r->xml_err), "body is %s: %s",
+             fail == ESB_XML_REFUSED ? "not accepted" : "not XML", msg);
+    return -1;
 }
 
 /* Scan JSON text for nesting deeper than max, outside strings. Returns the

@@ -17,6 +17,7 @@
 
 #include "lua_modules.h"
 #include "lua_modules_internal.h"
+#include "xmlsafe.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -31,25 +32,8 @@
 
 #define DOC_MT         "esb.xml.doc"
 #define XPATH_OP_LIMIT 10000000UL /* XPath steps per evaluation */
-#define MAX_ATTRS      256        /* attributes and xmlns declarations per element */
 
-/* ---- safe parsing ---- */
-
-static void on_doctype(void *ctx, const xmlChar *name, const xmlChar *eid, const xmlChar *sid)
-{
-    (void)name;
-    (void)eid;
-    (void)sid;
-    xmlParserCtxtPtr c = ctx;
-    *(int *)c->_private = 1;
-    xmlStopParser(c);
-}
-
-static void quiet(void *ud, xmlErrorPtr e)
-{
-    (void)ud;
-    (void)e;
-}
+/* ---- safe parsing: esb-core/xmlsafe.c ---- */
 
 static void chomp(char *s)
 {
@@ -57,83 +41,16 @@ static void chomp(char *s)
     while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ')) s[--n] = '\0';
 }
 
-/* libxml2 2.9 checks an element's attributes for duplicates pairwise, so a
- * start tag with 100000 attributes costs minutes of CPU. Before parsing,
- * count attributes ('=' outside quotes) per start tag; returns the line of
- * the first tag with more than max, or 0. Comments, CDATA and PIs skipped. */
-static long too_many_attrs(const char *s, size_t n, int max)
-{
-    long line = 1;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\n') line++;
-        if (s[i] != '<') continue;
-        const char *end = NULL;
-        if (n - i >= 4 && memcmp(s + i, "<!--", 4) == 0)
-            end = "-->";
-        else if (n - i >= 9 && memcmp(s + i, "<![CDATA[", 9) == 0)
-            end = "]]>";
-        else if (n - i >= 2 && s[i + 1] == '?')
-            end = "?>";
-        if (end) { /* skip to the terminator */
-            size_t el = strlen(end);
-            for (i++; i < n && !(n - i >= el && memcmp(s + i, end, el) == 0); i++)
-                line += s[i] == '\n';
-            continue;
-        }
-        int count = 0;
-        char quote = 0;
-        for (i++; i < n && (quote || s[i] != '>'); i++) {
-            if (s[i] == '\n') line++;
-            if (quote) {
-                if (s[i] == quote) quote = 0;
-            } else if (s[i] == '"' || s[i] == '\'') {
-                quote = s[i];
-            } else if (s[i] == '=' && ++count > max) {
-                return line;
-            }
-        }
-    }
-    return 0;
-}
-
 /* Parse s into a document or raise "<who>: ..." (nothing leaks). */
 static xmlDocPtr safe_parse(lua_State *L, const char *s, size_t n, const char *who)
 {
     char msg[300];
-    int doctype = 0;
-
-    if (n == 0) esb__lmod_error(L, "%s: empty document", who);
-    if (n > ESB_LMOD_MAX_INPUT || n > INT_MAX)
+    if (n > ESB_LMOD_MAX_INPUT)
         esb__lmod_error(L, "%s: input of %zu bytes is larger than %zu", who, n, ESB_LMOD_MAX_INPUT);
-    long line = too_many_attrs(s, n, MAX_ATTRS);
-    if (line)
-        esb__lmod_error(L, "%s: line %ld: more than %d attributes on one element", who, line,
-                        MAX_ATTRS);
-    xmlParserCtxtPtr c = xmlCreateMemoryParserCtxt(s, (int)n);
-    if (!c) esb__lmod_error(L, "%s: cannot create an XML parser", who);
-    /* Never NOENT, DTDLOAD, DTDATTR, DTDVALID, XINCLUDE or HUGE here. */
-    (void)xmlCtxtUseOptions(c, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
-                                   XML_PARSE_NOCDATA | XML_PARSE_BIG_LINES);
-    c->sax->internalSubset = on_doctype;
-    c->sax->serror = quiet;
-    c->_private = &doctype;
-    (void)xmlParseDocument(c);
-    xmlDocPtr doc = c->myDoc;
-    c->myDoc = NULL;
-    int good = c->wellFormed && doc && !doctype && xmlDocGetRootElement(doc);
-    if (!good) {
-        if (doctype) {
-            snprintf(msg, sizeof(msg), "DOCTYPE not allowed");
-        } else {
-            xmlErrorPtr e = xmlCtxtGetLastError(c);
-            snprintf(msg, sizeof(msg), "line %d: %s", e ? e->line : 0,
-                     e && e->message ? e->message : "not well-formed");
-            chomp(msg);
-        }
-        xmlFreeDoc(doc);
-    }
-    xmlFreeParserCtxt(c);
-    if (!good) esb__lmod_error(L, "%s: %s", who, msg);
+    enum esb_xml_fail fail;
+    xmlDocPtr doc =
+        esb_xml_parse(s, n, XML_PARSE_NOCDATA | XML_PARSE_BIG_LINES, &fail, msg, sizeof(msg));
+    if (!doc) esb__lmod_error(L, "%s: %s", who, msg);
     return doc;
 }
 

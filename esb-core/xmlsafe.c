@@ -1,0 +1,121 @@
+/* xmlsafe.c - see xmlsafe.h. */
+#include "config.h"
+
+#include "xmlsafe.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <libxml/parser.h>
+#include <libxml/parserInternals.h>
+
+/* SAX internalSubset: called on "<!DOCTYPE name ..." before any declaration
+ * is read; stop right there. */
+static void doctype_stop(void *ctx, const xmlChar *name, const xmlChar *eid, const xmlChar *sid)
+{
+    (void)name;
+    (void)eid;
+    (void)sid;
+    xmlParserCtxtPtr c = ctx;
+    *(int *)c->_private = 1;
+    xmlStopParser(c);
+}
+
+static void quiet(void *ud, xmlErrorPtr e)
+{
+    (void)ud;
+    (void)e;
+}
+
+/* The line of the first start tag with more than max attributes ('='
+ * outside quotes), or 0. Comments, CDATA and PIs are skipped. */
+static long too_many_attrs(const char *s, size_t n, int max)
+{
+    long line = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\n') line++;
+        if (s[i] != '<') continue;
+        const char *end = NULL;
+        if (n - i >= 4 && memcmp(s + i, "<!--", 4) == 0)
+            end = "-->";
+        else if (n - i >= 9 && memcmp(s + i, "<![CDATA[", 9) == 0)
+            end = "]]>";
+        else if (n - i >= 2 && s[i + 1] == '?')
+            end = "?>";
+        if (end) { /* skip to the terminator */
+            size_t el = strlen(end);
+            for (i++; i < n && !(n - i >= el && memcmp(s + i, end, el) == 0); i++)
+                line += s[i] == '\n';
+            continue;
+        }
+        int count = 0;
+        char quote = 0;
+        for (i++; i < n && (quote || s[i] != '>'); i++) {
+            if (s[i] == '\n') line++;
+            if (quote) {
+                if (s[i] == quote) quote = 0;
+            } else if (s[i] == '"' || s[i] == '\'') {
+                quote = s[i];
+            } else if (s[i] == '=' && ++count > max) {
+                return line;
+            }
+        }
+    }
+    return 0;
+}
+
+struct _xmlDoc *esb_xml_parse(const char *s, size_t n, int extra_options, enum esb_xml_fail *fail,
+                              char *msg, size_t msglen)
+{
+    if (n == 0 || n > INT_MAX) {
+        *fail = ESB_XML_MALFORMED;
+        snprintf(msg, msglen, "%s", n ? "too large" : "empty document");
+        return NULL;
+    }
+    long line = too_many_attrs(s, n, ESB_XML_MAX_ATTRS);
+    if (line) {
+        *fail = ESB_XML_REFUSED;
+        snprintf(msg, msglen, "line %ld: more than %d attributes on one element", line,
+                 ESB_XML_MAX_ATTRS);
+        return NULL;
+    }
+    xmlParserCtxtPtr c = xmlCreateMemoryParserCtxt(s, (int)n);
+    if (!c) {
+        *fail = ESB_XML_MALFORMED;
+        snprintf(msg, msglen, "cannot create an XML parser");
+        return NULL;
+    }
+    int doctype = 0;
+    extra_options &= XML_PARSE_NOCDATA | XML_PARSE_NOBLANKS | XML_PARSE_BIG_LINES;
+    /* Never NOENT, DTDLOAD, DTDATTR, DTDVALID, XINCLUDE or HUGE here. */
+    (void)xmlCtxtUseOptions(c, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
+                                   extra_options);
+    c->sax->internalSubset = doctype_stop;
+    c->sax->serror = quiet;
+    c->_private = &doctype;
+    (void)xmlParseDocument(c);
+    xmlDocPtr doc = c->myDoc;
+    c->myDoc = NULL;
+    int good = c->wellFormed && doc && !doctype && xmlDocGetRootElement(doc);
+    if (!good) {
+        if (doctype) {
+            *fail = ESB_XML_REFUSED;
+            snprintf(msg, msglen, "DOCTYPE not allowed");
+        } else {
+            *fail = ESB_XML_MALFORMED;
+            xmlErrorPtr e = xmlCtxtGetLastError(c);
+            snprintf(msg, msglen, "line %d: %s", e ? e->line : 0,
+                     e && e->message ? e->message : "not well-formed");
+            size_t k = strlen(msg);
+            while (k && (msg[k - 1] == '\n' || msg[k - 1] == '\r' || msg[k - 1] == ' '))
+                msg[--k] = '\0';
+        }
+        xmlFreeDoc(doc);
+        doc = NULL;
+    } else {
+        *fail = ESB_XML_OK;
+    }
+    xmlFreeParserCtxt(c);
+    return doc;
+}
