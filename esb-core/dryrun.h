@@ -21,7 +21,8 @@
  *                          (an empty line)
  *     BODY                 (then a newline)
  * then "dropped" if a filter or transform stopped the message, or only
- * "error: REASON" for a routing error (which dead-letters the message).
+ * "error: REASON" for a routing error (which dead-letters the message; in
+ * golden runs without the Lua traceback).
  * Golden runs are made repeatable: the input's id is ESB_DRYRUN_ID, other
  * UUIDs in headers and bodies print as <uuid>, and RFC 3339 times that lie
  * within the run (a transform's "now") print as <now>.

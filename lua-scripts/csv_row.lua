@@ -23,16 +23,19 @@ local canon = require "lib.canon"
 local WHO = "csv_row"
 local f = require("lib.fields").new(WHO)
 local COLUMNS = {"customer_id", "name", "email", "country", "credit_limit", "updated_at"}
+local IS_COLUMN = {}
+for _, c in ipairs(COLUMNS) do IS_COLUMN[c] = true end
+local error, format, ipairs, pcall, lower = error, string.format, ipairs, pcall, string.lower
+local csv_parse = esb.csv.parse
 
 -- The column order: the header line's, if the first row is one.
 local function header_of(row)
   if #row ~= #COLUMNS then return nil end
-  local want, order = {}, {}
-  for _, c in ipairs(COLUMNS) do want[c] = true end
+  local seen, order = {}, {}
   for i, v in ipairs(row) do
-    local name = v:lower():match("^%s*(.-)%s*$")
-    if not want[name] then return nil end
-    want[name] = false
+    local name = f:opt(lower(v))
+    if not IS_COLUMN[name] or seen[name] then return nil end
+    seen[name] = true
     order[i] = name
   end
   return order
@@ -40,23 +43,23 @@ end
 
 local function record_of(row, order, n)
   if #row ~= #order then
-    error(string.format("%s: row %d: expected %d fields, got %d", WHO, n, #order, #row), 0)
+    error(format("%s: row %d: expected %d fields, got %d", WHO, n, #order, #row), 0)
   end
   local r = {}
   for i, name in ipairs(order) do r[name] = row[i] end
-  local where = string.format("row %d: ", n)
+  local where = format("row %d: ", n)
   return {
-    customer_id = f:req(r.customer_id, where .. "customer_id"),
-    name = f:req(r.name, where .. "name"),
+    customer_id = f:req(r.customer_id, "customer_id", where),
+    name = f:req(r.name, "name", where),
     email = f:opt(r.email),
     country = f:opt(r.country),
-    credit_limit = f:num(r.credit_limit, where .. "credit_limit"),
-    updated_at = f:time(r.updated_at, where .. "updated_at"),
+    credit_limit = f:num(r.credit_limit, "credit_limit", where),
+    updated_at = f:time(r.updated_at, "updated_at", where),
   }
 end
 
 function transform(msg)
-  local good, rows = pcall(esb.csv.parse, msg.body)
+  local good, rows = pcall(csv_parse, msg.body)
   if not good then error(WHO .. ": " .. rows, 0) end
   local order = rows[1] and header_of(rows[1])
   local first = 1

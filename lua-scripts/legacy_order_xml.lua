@@ -23,32 +23,42 @@ local xmlx = require "lib.xmlx"
 local WHO = "legacy_order_xml"
 local PO = "urn:acme:po:1"
 local f = require("lib.fields").new(WHO)
+local error, format, ipairs = error, string.format, ipairs
+local parse, array, index, text = esb.xml.parse, esb.json.array, xmlx.index, xmlx.text
+
+-- The text of element e, or nil.
+local function text_of(e)
+  if e == nil then return nil end
+  return text(e)
+end
 
 local function line_of(e, i)
-  local where = string.format("Line[%d]/", i)
+  local k = index(e, PO)
+  local where = format("Line[%d]/", i)
   return {
-    sku = f:req(xmlx.child_text(e, "Sku", PO), where .. "Sku"),
-    qty = f:int(f:req(xmlx.child_text(e, "Quantity", PO), where .. "Quantity"), where .. "Quantity"),
-    unit_price = f:num(f:req(xmlx.child_text(e, "UnitPrice", PO), where .. "UnitPrice"),
-      where .. "UnitPrice"),
+    sku = f:req(text_of(k.Sku), "Sku", where),
+    qty = f:int(f:req(text_of(k.Quantity), "Quantity", where), "Quantity", where),
+    unit_price = f:num(f:req(text_of(k.UnitPrice), "UnitPrice", where), "UnitPrice", where),
   }
 end
 
 function transform(msg)
-  local po = xmlx.payload(esb.xml.parse(msg.body), WHO)
+  local po = xmlx.payload(parse(msg.body), WHO)
   if not xmlx.is(po, "PurchaseOrder", PO) then
-    error(string.format("%s: not a purchase order: the document is <%s> in namespace '%s', " ..
+    error(format("%s: not a purchase order: the document is <%s> in namespace '%s', " ..
       "expected <PurchaseOrder> in '%s'", WHO, po.name, po.ns or "", PO), 0)
   end
-
-  local cust = xmlx.child(po, "Customer", PO)
+  local k = index(po, PO)
+  local cust = k.Customer
   if cust == nil then error(WHO .. ": field 'Customer' is missing", 0) end
-  local lines_e = xmlx.child(po, "Lines", PO)
   local lines = {}
   local sum = 0.0
-  for i, e in ipairs(lines_e and xmlx.children(lines_e, "Line", PO) or {}) do
-    lines[i] = line_of(e, i)
-    sum = sum + lines[i].qty * lines[i].unit_price
+  for _, e in ipairs(k.Lines and k.Lines.children or {}) do
+    if xmlx.is(e, "Line", PO) then
+      local l = line_of(e, #lines + 1)
+      lines[#lines + 1] = l
+      sum = sum + l.qty * l.unit_price
+    end
   end
   if #lines == 0 then error(WHO .. ": field 'Lines' holds no Line", 0) end
 
@@ -58,11 +68,11 @@ function transform(msg)
     order_id = order_id,
     customer = {
       id = f:req(cust.attrs.id, "Customer/@id"),
-      name = f:opt(xmlx.child_text(cust, "Name", PO)),
+      name = f:opt(text_of(index(cust, PO).Name)),
     },
-    currency = f:req(xmlx.child_text(po, "Currency", PO), "Currency"),
-    total = f:num(xmlx.child_text(po, "Total", PO), "Total") or f.cents(sum),
-    lines = esb.json.array(lines),
+    currency = f:req(text_of(k.Currency), "Currency"),
+    total = f:num(text_of(k.Total), "Total") or f.cents(sum),
+    lines = array(lines),
     ordered_at = ordered_at,
   }
   return canon.message(msg, {

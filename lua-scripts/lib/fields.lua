@@ -6,8 +6,18 @@
 --   local f = require("lib.fields").new("my_script")
 --   f:req(text, "name")  f:opt(text)  f:num(text, "name")  f:int(text, "name")
 --   f:time(text, "name")  f.cents(x)
+-- Every "name" may be followed by a prefix for the error message only
+-- (f:int(q, "Quantity", "Line[2]/")): no string is built unless it fails.
 local M = {}
 M.__index = M
+local byte, find, format, match = string.byte, string.find, string.format, string.match
+local error, pcall, setmetatable, tonumber, tostring = error, pcall, setmetatable, tonumber, tostring
+local tointeger, floor = math.tointeger, math.floor
+local time_parse, time_format = esb.time.parse, esb.time.format
+
+local function space(c)
+  return c == 32 or (c >= 9 and c <= 13)
+end
 
 -- A converter whose errors name the script `who`.
 function M.new(who)
@@ -15,60 +25,66 @@ function M.new(who)
 end
 
 function M:fail(what, fmt, ...)
-  error(string.format("%s: field '%s': " .. fmt, self.who, what, ...), 0)
+  error(format("%s: field '%s': " .. fmt, self.who, what, ...), 0)
+end
+
+-- fail with the field name pre .. what (pre optional).
+local function fail(self, pre, what, fmt, ...)
+  self:fail((pre or "") .. what, fmt, ...)
 end
 
 -- Trimmed text, or nil when v is nil or only blanks.
 function M:opt(v)
   if v == nil then return nil end
-  v = tostring(v):match("^%s*(.-)%s*$")
-  if v == "" then return nil end
-  return v
+  v = tostring(v)
+  local n = #v
+  if n > 0 and not space(byte(v, 1)) and not space(byte(v, n)) then return v end
+  return match(v, "^%s*(.*%S)") -- nil when blank
 end
 
 -- Trimmed text that must be present.
-function M:req(v, what)
+function M:req(v, what, pre)
   local s = self:opt(v)
-  if s == nil then self:fail(what, "is missing or empty") end
+  if s == nil then fail(self, pre, what, "is missing or empty") end
   return s
 end
 
 -- A decimal number written with a '.' (no thousands separators) as a
 -- float; nil if absent.
-function M:num(v, what)
+function M:num(v, what, pre)
   local s = self:opt(v)
   if s == nil then return nil end
-  if not (s:match("^[+-]?%d+%.?%d*$") or s:match("^[+-]?%.%d+$")) then
-    self:fail(what, "'%s' is not a number", s)
+  if not find(s, "^[+-]?%d*%.?%d*$") or not find(s, "%d") then
+    fail(self, pre, what, "'%s' is not a number", s)
   end
   return tonumber(s) + 0.0
 end
 
 -- An integer (optional sign, leading zeros fine); nil if absent.
-function M:int(v, what)
+function M:int(v, what, pre)
   local s = self:opt(v)
   if s == nil then return nil end
-  if not s:match("^[+-]?%d+$") then self:fail(what, "'%s' is not an integer", s) end
-  local n = math.tointeger(tonumber(s))
-  if n == nil then self:fail(what, "'%s' is out of range", s) end
+  if not find(s, "^[+-]?%d+$") then fail(self, pre, what, "'%s' is not an integer", s) end
+  local n = tointeger(tonumber(s))
+  if n == nil then fail(self, pre, what, "'%s' is out of range", s) end
   return n
 end
 
 -- An ISO 8601 date or date-time (no offset = UTC) as RFC 3339 UTC with
 -- milliseconds, e.g. "2024-05-01T07:30:00.000Z"; nil if absent.
-function M:time(v, what)
+function M:time(v, what, pre)
   local s = self:opt(v)
   if s == nil then return nil end
-  local good, ms = pcall(esb.time.parse, s)
-  if not good then self:fail(what, "'%s' is not an ISO 8601 date or time", s) end
-  return esb.time.format(ms)
+  local good, ms = pcall(time_parse, s)
+  if not good then fail(self, pre, what, "'%s' is not an ISO 8601 date or time", s) end
+  return time_format(ms)
 end
 
 -- A money amount rounded to cents (sums of floats such as 0.1 + 0.2).
 function M.cents(x)
   if x == nil then return nil end
   if x < 0 then return -M.cents(-x) end
-  return math.floor(x * 100 + 0.5) / 100
+  return floor(x * 100 + 0.5) / 100
 end
 
 return M

@@ -1,6 +1,7 @@
 -- lib/xmlx.lua - small helpers over esb.xml node tables (docs/lua-api.md):
 -- namespace-aware child lookup and SOAP 1.1 envelope unwrapping.
 local M = {}
+local ipairs, type, xml_text = ipairs, type, esb.xml.text
 
 M.SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 
@@ -27,11 +28,30 @@ function M.children(e, name, ns)
   return list
 end
 
+-- The text of element e (all its descendants' text).
+local function text(e)
+  local k = e.children
+  if #k == 1 and type(k[1]) == "string" then return k[1] end -- the usual case, no C call
+  if #k == 0 then return "" end
+  return xml_text(e)
+end
+M.text = text
+
 -- The text of the first child element named name (in ns), or nil.
 function M.child_text(e, name, ns)
   local c = M.child(e, name, ns)
   if c == nil then return nil end
-  return esb.xml.text(c)
+  return text(c)
+end
+
+-- The child elements of e in namespace ns by local name (the first of each
+-- name), for elements read field by field: one pass instead of one per field.
+function M.index(e, ns)
+  local m = {}
+  for _, c in ipairs(e.children) do
+    if type(c) == "table" and c.ns == ns and m[c.name] == nil then m[c.name] = c end
+  end
+  return m
 end
 
 -- The only child element of e (text between elements is ignored), or nil
