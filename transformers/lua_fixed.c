@@ -70,7 +70,10 @@ static void push_int(lua_State *L, const struct field *f, const char *s, size_t 
     int good = all_digits(s + sign, n - (size_t)sign);
     for (size_t i = (size_t)sign; good && i < n; i++) {
         int d = s[i] - '0';
-        if (v > (INT64_MAX - d) / 10) good = 0;
+        if (v > (INT64_MAX - d) / 10) {
+            good = 0; /* would overflow: never compute it (UB) */
+            break;
+        }
         v = v * 10 + d;
     }
     if (!good) {

@@ -221,9 +221,9 @@ peak_allow=$((backlog_kb / 4 + 16384 + 64 * SIZE / 1024))
 diag "esbd RSS: $rss0 KiB after warm-up; $rss_sent KiB right after the POSTs; $rss_level KiB (median) while the backlog waited; peak $rss_peak KiB until all were delivered ($n_all samples)"
 diag "growth: $((rss_level - rss0)) KiB steady ($(((rss_level - rss0) * 1024 / MSGS)) bytes per queued message of $SIZE), $((rss_peak - rss0)) KiB at the peak; backlog $backlog_kb KiB of bodies"
 ok "RSS sampled every 200 ms while the backlog waited" [ "$n_level" -ge $(((t_end - t_sent) / 400)) ]
-ok "RSS flat while the backlog waits: growth < 25 % of the backlog's bytes ($((backlog_kb / 4)) KiB)" \
+ok_rss "RSS flat while the backlog waits: growth < 25 % of the backlog's bytes ($((backlog_kb / 4)) KiB)" \
     [ $((rss_level - rss0)) -lt $((backlog_kb / 4)) ]
-ok "RSS peak through outage and recovery < 25 % of the backlog + 16 MiB compaction + 64 in flight ($peak_allow KiB)" \
+ok_rss "RSS peak through outage and recovery < 25 % of the backlog + 16 MiB compaction + 64 in flight ($peak_allow KiB)" \
     [ $((rss_peak - rss0)) -lt "$peak_allow" ]
 
 ok "clean stop" esbd_stop

@@ -102,7 +102,7 @@ rss1=$(esbd_rss_kb)
 diag "VmRSS before ${rss0} KiB, after 80 more bombs ${rss1} KiB (growth $(((rss1 - rss0) / 1024)) MiB)"
 ok "80 bombs accepted" [ "$refused" = 0 ]
 ok "80 bombs dead-lettered" [ "$(grep -c "routing error" "$T/esbd.log")" -ge "$want" ]
-ok "memory growth under 64 MiB" [ $((rss1 - rss0)) -lt $((64 * 1024)) ]
+ok_rss "memory growth under 64 MiB" [ $((rss1 - rss0)) -lt $((64 * 1024)) ]
 ok "still transforming" eval '[ "$(post /lua last)" = 202 ] && wait_for 100 has_body "$T/out" "UPPER:LAST X!"'
 
 # A lua= filter and a split.
