@@ -100,6 +100,7 @@ struct esb_txn *esb_txn_new(void)
 {
     struct esb_txn *t = esb_calloc(1, sizeof(*t));
     esb_buf_init(&t->buf, SIZE_MAX);
+    sem_init(&t->done, 0, 0);
     return t;
 }
 
@@ -114,6 +115,7 @@ void esb_txn_free(struct esb_txn *t)
     free(t->ops);
     free(t->recs);
     esb_buf_free(&t->buf);
+    sem_destroy(&t->done);
     free(t);
 }
 
@@ -424,21 +426,19 @@ int esb_bus_commit(struct esb_bus *bus, struct esb_txn *t, struct esb_err *err)
     rc = txn_admit(bus, t, err);
     if (rc < 0) goto out;
     txn_seal(bus, t);
-    t->done = 0;
     esb__pending_push(bus, t, 0);
-    while (!t->done) pthread_cond_wait(&bus->commit_cv, &bus->lock);
+    pthread_mutex_unlock(&bus->lock);
+    while (sem_wait(&t->done) != 0) {
+    } /* EINTR */
     rc = t->rc;
-    if (rc == 0) {
-        for (size_t i = 0; i < t->nops; i++) {
-            if (t->ops[i].kind != OP_RESOLVE) continue;
-            t->ops[i].e->resolved = 1;
-            t->ops[i].e->ent = NULL;
-        }
-    } else if (rc == ESB_EFAILED) {
+    if (rc == ESB_EFAILED) {
+        pthread_mutex_lock(&bus->lock);
         esb_err_set(err, rc, "bus failed: %s", bus->fail_why);
-    } else {
+        pthread_mutex_unlock(&bus->lock);
+    } else if (rc < 0) {
         esb_err_set(err, rc, "writing to the bus log in %s failed: %s", bus->dir, esb_strerror(rc));
     }
+    return rc;
 out:
     pthread_mutex_unlock(&bus->lock);
     return rc;
@@ -486,24 +486,48 @@ static void fail_fatal(struct esb_bus *bus, int rc, const char *what)
 }
 
 /* Finish every txn of list with rc (caller holds the lock). */
-static void finish_list(struct esb_bus *bus, struct esb_txn *list, int rc)
+/* Finish every txn of list with rc (caller holds the lock). Returns the
+ * committers to wake: the caller posts them with wake() AFTER unlocking,
+ * so that a woken committer never blocks on the lock the writer holds, and
+ * only the committers of this batch are woken (not every waiter). */
+static struct esb_txn *finish_list(struct esb_bus *bus, struct esb_txn *list, int rc)
 {
+    struct esb_txn *wake_list = NULL;
     while (list) {
         struct esb_txn *next = list->next;
         bus->pending_bytes -= list->buf.len;
         if (rc < 0) {
             txn_unreserve(bus, list, list->nops);
         } else {
-            for (size_t i = 0; i < list->nops; i++)
-                if (list->ops[i].kind == OP_UNIQUE) pending_key_drop(bus, list->ops[i].key);
+            for (size_t i = 0; i < list->nops; i++) {
+                struct txn_op *op = &list->ops[i];
+                if (op->kind == OP_UNIQUE) pending_key_drop(bus, op->key);
+                if (op->kind == OP_RESOLVE) {
+                    op->e->resolved = 1; /* applied: the entry is gone or moved */
+                    op->e->ent = NULL;
+                }
+            }
         }
         if (list->detached) {
             esb_txn_free(list);
         } else {
             list->rc = rc;
-            list->done = 1;
+            list->next = wake_list;
+            wake_list = list;
         }
         list = next;
+    }
+    return wake_list;
+}
+
+/* Wake the committers of finished txns (without the lock). A woken
+ * committer may free its txn at once: read next before posting. */
+static void wake(struct esb_txn *w)
+{
+    while (w) {
+        struct esb_txn *next = w->next;
+        sem_post(&w->done);
+        w = next;
     }
 }
 
@@ -634,20 +658,23 @@ static void *writer_main(void *arg)
         struct esb_txn *list = bus->pending_head;
         bus->pending_head = bus->pending_tail = NULL;
         if (bus->failed) {
-            finish_list(bus, list, ESB_EFAILED);
-            pthread_cond_broadcast(&bus->commit_cv);
+            struct esb_txn *w = finish_list(bus, list, ESB_EFAILED);
+            pthread_mutex_unlock(&bus->lock);
+            wake(w);
+            pthread_mutex_lock(&bus->lock);
             continue;
         }
         pthread_mutex_unlock(&bus->lock);
         int err = 0;
         int rc = write_batch(bus, list, &err);
         pthread_mutex_lock(&bus->lock);
+        struct esb_txn *w = NULL;
         if (rc == 0) {
             for (struct esb_txn *t = list; t; t = t->next) {
                 txn_apply(bus, t);
                 if (!t->detached) bus->stats.commits++;
             }
-            finish_list(bus, list, 0);
+            w = finish_list(bus, list, 0);
             pthread_cond_broadcast(&bus->ready_cv);
             if (++bus->batches_since_df >= 256) {
                 bus->batches_since_df = 0;
@@ -655,19 +682,24 @@ static void *writer_main(void *arg)
             }
         } else if (rc == FATAL_RC) {
             fail_fatal(bus, err, "fdatasync or write of the log");
-            finish_list(bus, list, ESB_EFAILED);
-            finish_list(bus, bus->pending_head, ESB_EFAILED);
+            w = finish_list(bus, list, ESB_EFAILED);
+            struct esb_txn *w2 = finish_list(bus, bus->pending_head, ESB_EFAILED);
             bus->pending_head = bus->pending_tail = NULL;
             pthread_cond_broadcast(&bus->ready_cv);
-            pthread_cond_broadcast(&bus->commit_cv);
+            pthread_mutex_unlock(&bus->lock);
+            wake(w);
+            wake(w2);
+            pthread_mutex_lock(&bus->lock);
             call_fatal(bus);
             continue;
         } else {
             esb_error("bus write failed dir=%s error=\"%s\"; batch not acknowledged", bus->dir,
                       esb_strerror(rc));
-            finish_list(bus, list, rc);
+            w = finish_list(bus, list, rc);
         }
-        pthread_cond_broadcast(&bus->commit_cv);
+        pthread_mutex_unlock(&bus->lock);
+        wake(w);
+        pthread_mutex_lock(&bus->lock);
     }
     if (!bus->failed && esb__sync_if_needed(bus) < 0) call_fatal(bus);
     pthread_mutex_unlock(&bus->lock);

@@ -8,6 +8,7 @@
 #define ESB_BUS_INTERNAL_H
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <time.h>
 
@@ -111,7 +112,8 @@ struct esb_txn {
     int detached; /* written by the bus itself (compaction); freed after apply */
     /* commit state, under bus->lock */
     struct esb_txn *next;
-    int done, rc;
+    sem_t done; /* posted by the writer when rc is set */
+    int rc;
     struct esb_wal_pos pos;
 };
 
