@@ -117,6 +117,12 @@ struct esb_route_result {
      * duplicate key makes the whole message a duplicate (acked, dropped). */
     char *dedupe_key;
     uint64_t dedupe_window_ms;
+    /* The message as it stands at the end of the route's top-level step
+     * list (what a request-reply answers with): a reference, freed by
+     * esb_route_result_clear; NULL if a filter or transform dropped it or
+     * on a routing error. After a split it is the last part that reached
+     * the end (parts run in order); a multicast branch never sets it. */
+    struct esb_msg *final;
 };
 
 struct esb_route_scratch *esb_route_scratch_new(void);

@@ -83,13 +83,26 @@ int esb__route_run_steps(struct esb__run *run, const struct esb__steps *steps, s
     return run_from(run, steps, 0, run->k, f);
 }
 
+/* f reached the end of the route's top-level step list: it is the final
+ * message so far (a later split part replaces it). */
+static void set_final(struct esb__run *run, struct esb_msg *m)
+{
+    esb_msg_unref(run->res->final);
+    run->res->final = esb_msg_ref(m);
+}
+
 /* Run the continuation k on f: the rest of each list, innermost first. */
 static int run_cont(struct esb__run *run, const struct esb__cont *k, struct esb__flow *f)
 {
+    const struct esb__steps *outer = NULL;
     for (; k; k = k->up) {
         int rc = run_from(run, k->steps, k->next, k->up, f);
         if (rc != ESB__GO) return rc; /* ESB__DONE: a nested split ran the rest */
+        outer = k->steps;
     }
+    /* A split part that ran to the end of the top-level list (not just to
+     * the end of a multicast branch, whose continuation ends there). */
+    if (outer == &run->r->steps) set_final(run, f->cur);
     return ESB__GO;
 }
 
@@ -306,6 +319,7 @@ void esb_route_result_clear(struct esb_route_result *res)
     }
     free(res->out);
     free(res->dedupe_key);
+    esb_msg_unref(res->final);
     memset(res, 0, sizeof(*res));
 }
 
@@ -319,7 +333,12 @@ void esb_route_run(const struct esb_route *r, struct esb_route_scratch *s, const
     /* the input is borrowed and never changed: writable() clones it first */
     struct esb__flow f = {esb_msg_ref((struct esb_msg *)in), 0};
     int rc = esb__route_run_steps(&run, &r->steps, &f);
+    if (rc == ESB__GO) set_final(&run, f.cur); /* ESB__DONE: a split part set it */
     if (rc == ESB__STOP) res->dropped = 1;
+    if (rc == ESB__ERROR || rc == ESB__STOP) {
+        esb_msg_unref(res->final);
+        res->final = NULL;
+    }
     if (rc == ESB__ERROR) {
         for (size_t i = 0; i < res->nout; i++) esb_msg_unref(res->out[i].msg);
         res->nout = 0;
