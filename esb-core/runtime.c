@@ -275,8 +275,9 @@ void esb__rt_outcome(struct esb_txn *t, const struct generation *g, const struct
     }
 }
 
-/* Commit t; on back-pressure or failure release the entry for later. */
-static void commit_or_release(struct esb_runtime *rt, struct esb_txn *t, struct esb_entry *e)
+/* Commit t; on back-pressure or failure release the entry for later.
+ * Returns the commit's result (0: committed). */
+static int commit_or_release(struct esb_runtime *rt, struct esb_txn *t, struct esb_entry *e)
 {
     struct esb_err err = {0};
     int rc = esb_bus_commit(rt->bus, t, &err);
@@ -289,6 +290,7 @@ static void commit_or_release(struct esb_runtime *rt, struct esb_txn *t, struct 
                   err.msg);
     }
     esb_txn_free(t);
+    return rc;
 }
 
 static void run_route(struct esb_runtime *rt, const struct handler *h,
@@ -330,18 +332,20 @@ static void run_route(struct esb_runtime *rt, const struct handler *h,
                      e->msg->id_text, res.dedupe_key);
             t = esb_txn_new();
             esb_txn_ack(t, e);
-            commit_or_release(rt, t, e);
+            if (commit_or_release(rt, t, e) == 0) esb__rt_reply_route(rt, h->route, e, &res, 1);
         } else if (rc == ESB_EFULL) {
             usleep(BACKPRESSURE_MS * 1000); /* released by the caller: taken again */
         } else if (rc < 0 && rc != ESB_ECLOSED) {
             esb_error("commit failed queue=%s seq=%llu: %s", e->queue, (unsigned long long)e->seq,
                       err.msg);
         }
+        if (rc == 0) esb__rt_reply_route(rt, h->route, e, &res, 0); /* request-reply */
         esb_route_result_clear(&res);
         return;
     }
+    /* request-reply: answer only once the hand-off is durable */
+    if (commit_or_release(rt, t, e) == 0) esb__rt_reply_route(rt, h->route, e, &res, 0);
     esb_route_result_clear(&res);
-    commit_or_release(rt, t, e);
 }
 
 static void run_delivery(struct esb_runtime *rt, const struct generation *g,
@@ -463,6 +467,7 @@ int esb_runtime_start(struct esb_config *cfg, void (*on_fatal)(void *ctx, const 
     pthread_mutex_init(&rt->switch_lock, NULL);
     pthread_mutex_init(&rt->disp_lock, NULL);
     pthread_cond_init(&rt->disp_cv, NULL);
+    rt->replies = esb__replies_new(); /* request-reply waiters */
     struct esb_bus_opts bo = {0};
     esb_config_bus_opts(cfg, &bo);
     bo.on_fatal = on_fatal;
@@ -545,6 +550,7 @@ void esb_runtime_stop(struct esb_runtime *rt)
     pthread_mutex_unlock(&rt->switch_lock);
     atomic_store(&rt->workers_stop, 1);
     for (size_t i = 0; i < rt->nworkers; i++) pthread_join(rt->workers[i], NULL);
+    esb__replies_free(rt->replies); /* requests still waiting: 503 */
     if (rt->gen)
         for (size_t i = 0; i < rt->gen->ndispatchers; i++)
             esb__dispatcher_abort(rt->gen->dispatchers[i]);

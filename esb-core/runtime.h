@@ -62,6 +62,33 @@ int esb_runtime_has_route(struct esb_runtime *rt, const struct esb_endpoint *ep,
 
 struct esb_bus *esb_runtime_bus(struct esb_runtime *rt);
 
+/* ---- request-reply (runtime_reply.c) ---- */
+
+/* The answer to a request: called exactly once per request that
+ * esb_runtime_request accepted, from a worker thread, the reply-timeout
+ * thread or esb_runtime_stop - possibly before esb_runtime_request has
+ * returned. final (borrowed for the call) is set only with a route's
+ * result; status and error:
+ *   final != NULL  the route finished: status from its header
+ *                  esb-reply-status (200..599, else 200); error NULL
+ *   204            a filter or transform dropped the message
+ *   502            routing error (dead-lettered): error is the reason
+ *   504            no reply within timeout_ms: error says so
+ *   503            esbd stopped before the route finished: error says so
+ * Whatever the answer, the message is durable and is (or was) processed:
+ * a 504 or 503 cancels nothing. Only the route fed by the connector
+ * answers (not a route consuming its queue:/topic: outputs). */
+typedef void (*esb_reply_fn)(void *ctx, const struct esb_msg *final, int status, const char *error);
+
+/* Like esb_runtime_accept, and then wait for the route that consumes m to
+ * finish with it: reply(ctx, ...) is called once that route's hand-off is
+ * committed, or after timeout_ms (counted from when m is durable). Returns
+ * 0 once m is durable; on error (those of esb_runtime_accept, ESB_EEXIST
+ * if m's id already waits) nothing was stored and reply is never called. */
+int esb_runtime_request(struct esb_runtime *rt, const struct esb_endpoint *ep, const char *path,
+                        const struct esb_msg *m, uint64_t timeout_ms, esb_reply_fn reply, void *ctx,
+                        struct esb_err *err) ESB_WUR;
+
 /* ---- dead letters (for the admin API) ---- */
 
 /* Replay dead letters of dlq: each is taken, re-appended to the queue it

@@ -15,6 +15,7 @@
 #include "runtime.h"
 
 struct esb__dispatcher;
+struct esb__replies;
 
 /* What a worker does with entries of one bus queue. */
 struct handler {
@@ -62,6 +63,8 @@ struct esb_runtime {
     pthread_mutex_t disp_lock;
     pthread_cond_t disp_cv;
     unsigned ndisp_running;
+    /* request-reply waiters (runtime_reply.c); made at start */
+    struct esb__replies *replies;
 };
 
 extern const struct esb_retry_policy esb__default_retry;
@@ -102,5 +105,19 @@ void esb__dispatcher_retire(struct esb__dispatcher *d);
 void esb__dispatcher_abort(struct esb__dispatcher *d);
 /* Wait until every dispatcher thread of rt has exited. */
 void esb__dispatchers_wait(struct esb_runtime *rt);
+
+/* runtime_reply.c: requests waiting for their route (esb_runtime_request). */
+struct esb__replies *esb__replies_new(void);
+/* Stop the timeout thread and answer every request still waiting (503).
+ * Call once no worker runs any more. NULL-safe. */
+void esb__replies_free(struct esb__replies *w);
+/* Route r's hand-off of entry e committed: answer the request waiting for
+ * e's message, if any (only for the input of a connector-fed route), from
+ * res (error: 502, no final: 204, else the final message; duplicate: a
+ * <dedupe> found it was seen before, answered with the final message and
+ * the response header esb-duplicate: true). */
+void esb__rt_reply_route(struct esb_runtime *rt, const struct esb_route *r,
+                         const struct esb_entry *e, const struct esb_route_result *res,
+                         int duplicate);
 
 #endif
