@@ -14,7 +14,15 @@
  * "1.0", id, source and type). A bad event is answered 400. Either way the
  * body and the ce-* headers are kept as they are, and the message gets the
  * reserved headers esb-ce-mode (binary|structured) and esb-ce-id (the
- * event id), which a client cannot forge (esb-* headers are dropped). */
+ * event id), which a client cannot forge (esb-* headers are dropped).
+ *
+ * mode="request-reply": the last call registers the request with
+ * esb_runtime_request() (durable like accept) and suspends the connection;
+ * the reply callback (a worker or the timeout thread) stores the answer in
+ * the request's refcounted reply_wait and resumes it, and the next call
+ * queues the response. The reply_wait outlives a connection that ended
+ * (a late reply is dropped) and never needs the endpoint's state, so a
+ * reply may come after a reload stopped the endpoint. */
 #include "config.h"
 
 #include "http_in.h"
@@ -27,11 +35,13 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "msg.h"
@@ -47,7 +57,12 @@
  * 413; a body that goes on longer is cut by closing the connection. */
 #define HTTP_IN_DISCARD_MAX (1024 * 1024)
 
+/* request-reply: how long stop() lets answers to waiting requests go out. */
+#define HTTP_IN_STOP_DRAIN_MS 1000
+
 #define CONF(ep) ((const struct esb_http_in_conf *)(ep)->conf)
+
+static const char *const http_in_modes[] = {"one-way", "request-reply", NULL};
 
 static const struct esb_attr_spec http_in_attrs[] = {
     {"id", ESB_ATTR_STRING, NULL, offsetof(struct esb_http_in_conf, id), 0, 0, 0, NULL,
@@ -67,14 +82,28 @@ static const struct esb_attr_spec http_in_attrs[] = {
      "Idle time after which a connection is closed (whole seconds, rounded up)."},
     {"threads", ESB_ATTR_UINT, "2", offsetof(struct esb_http_in_conf, threads), 0, 1, 256, NULL,
      "Server threads; each handles one request at a time while it is made durable."},
+    {"mode", ESB_ATTR_ENUM, "one-way", offsetof(struct esb_http_in_conf, mode), 0, 0, 0,
+     http_in_modes,
+     "one-way: answer 202 once the message is durable; request-reply: hold the request until "
+     "the route has run and answer with its final message (see docs/connectors.md)."},
+    {"reply-timeout", ESB_ATTR_DURATION, "30s", offsetof(struct esb_http_in_conf, reply_timeout), 0,
+     1, UINT64_C(86400000), NULL,
+     "request-reply: how long after the message is durable to wait for the route; then 504 "
+     "(the message is still processed)."},
     ESB_ATTR_END,
 };
+
+struct reply_wait;
 
 struct http_in_state {
     struct MHD_Daemon *daemon;
     _Atomic int stopping; /* stop() began: answer 503 without calling the runtime */
     struct esb_runtime *rt;
     unsigned port; /* the bound port (useful with port 0) */
+    /* request-reply: the waits of live connections (stop resumes the
+     * suspended ones). Lock order: waits_lock, then a wait's lock. */
+    pthread_mutex_t waits_lock;
+    struct reply_wait *waits;
 };
 
 /* Per-request state, kept in MHD's con_cls. */
@@ -82,6 +111,24 @@ struct http_req {
     int too_large;    /* the body passed max-body: discard the rest, then 413 */
     size_t discarded; /* bytes thrown away since */
     struct esb_buf body;
+    struct reply_wait *rw; /* request-reply: set once the request is registered */
+};
+
+/* A request waiting for its route's result. Two references: the
+ * connection's (dropped in request_done) and the runtime's (dropped by
+ * the reply callback, which is called exactly once). */
+struct reply_wait {
+    pthread_mutex_t lock;
+    _Atomic int refs;
+    struct MHD_Connection *conn; /* valid while suspended */
+    int suspended;               /* MHD_suspend_connection was called, not yet resumed */
+    int answered;                /* status (and final/error) are set */
+    int gone;                    /* the connection ended: a reply is only dropped */
+    int status;
+    struct esb_msg *final; /* a reference, or NULL */
+    char *error;           /* owned, or NULL */
+    char id[ESB_UUID_STRLEN + 1];
+    struct reply_wait *prev, *next; /* in http_in_state.waits */
 };
 
 /* ---- responses ---- */
@@ -315,6 +362,225 @@ static unsigned check_request(struct esb_endpoint *ep, struct http_in_state *st,
     return 0;
 }
 
+/* esb_runtime_accept/request failed with rc: nothing was stored. */
+static enum MHD_Result respond_not_accepted(struct esb_endpoint *ep, struct MHD_Connection *c,
+                                            const char *url, int rc, const struct esb_err *err)
+{
+    if (rc == ESB_EFULL)
+        return respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                             err->msg[0] ? err->msg : "busy, retry later",
+                             MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (rc == ESB_ENOTFOUND)
+        return respond_error(c, MHD_HTTP_NOT_FOUND, "no route for this path", NULL, NULL);
+    /* Stopping, failed or unexpected: nothing was acknowledged. */
+    esb_warn("http-in=%s path=%s accept failed: %s", ep->id, url,
+             err->msg[0] ? err->msg : esb_strerror(rc));
+    return respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not accepted, retry later",
+                         MHD_HTTP_HEADER_RETRY_AFTER, "1");
+}
+
+/* ---- request-reply ---- */
+
+static void rw_unref(struct reply_wait *rw)
+{
+    if (atomic_fetch_sub(&rw->refs, 1) != 1) return;
+    esb_msg_unref(rw->final);
+    free(rw->error);
+    pthread_mutex_destroy(&rw->lock);
+    free(rw);
+}
+
+/* The runtime's answer (esb_reply_fn): store it and wake the connection.
+ * Called exactly once, from a worker or the timeout thread. */
+static void on_reply(void *ctx, const struct esb_msg *final, int status, const char *error)
+{
+    struct reply_wait *rw = ctx;
+    pthread_mutex_lock(&rw->lock);
+    if (!rw->answered && !rw->gone) {
+        rw->answered = 1;
+        rw->status = status;
+        rw->final = final ? esb_msg_ref((struct esb_msg *) final) : NULL;
+        rw->error = error ? esb_strdup(error) : NULL;
+        if (rw->suspended) {
+            rw->suspended = 0;
+            MHD_resume_connection(rw->conn); /* handle() is called again and answers */
+        }
+    }
+    pthread_mutex_unlock(&rw->lock);
+    rw_unref(rw);
+}
+
+/* A header name a route may set on the response: a token, and not one
+ * that frames the response or that we set ourselves. */
+static int reply_header_ok(const char *name, const char *value)
+{
+    static const char *const framing[] = {
+        "connection",     "keep-alive",   "transfer-encoding", "te", "trailer", "upgrade",
+        "content-length", "content-type", "esb-message-id",    NULL,
+    };
+    if (!*name || strncasecmp(name, "proxy-", 6) == 0) return 0;
+    for (const char *p = name; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p)) return 0;
+    for (size_t i = 0; framing[i]; i++)
+        if (strcasecmp(name, framing[i]) == 0) return 0;
+    for (const unsigned char *p = (const unsigned char *)value; *p; p++)
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f) return 0;
+    return 1;
+}
+
+/* Queue the stored answer of rw (lock held or rw no longer shared). */
+static enum MHD_Result respond_reply(struct MHD_Connection *c, const struct reply_wait *rw)
+{
+    struct MHD_Response *r;
+    const struct esb_msg *f = rw->final;
+    int empty = rw->status == MHD_HTTP_NO_CONTENT || rw->status == MHD_HTTP_NOT_MODIFIED;
+    if (f) {
+        r = MHD_create_response_from_buffer(empty ? 0 : f->body->len, (void *)f->body->data,
+                                            MHD_RESPMEM_MUST_COPY);
+        if (!r) return MHD_NO;
+        if (f->content_type[0] && !empty)
+            MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, f->content_type);
+        for (size_t i = 0; i < f->nheaders; i++) {
+            const char *n = f->headers[i].name;
+            if (strncasecmp(n, "esb-reply-header-", 17) != 0) continue;
+            if (reply_header_ok(n + 17, f->headers[i].value))
+                MHD_add_response_header(r, n + 17, f->headers[i].value);
+            else
+                esb_warn("request-reply id=%s: response header '%.64s' not sent (not a token, "
+                         "a framing header, or a control character in the value)",
+                         rw->id, n + 17);
+        }
+    } else if (empty) {
+        r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        if (!r) return MHD_NO;
+    } else {
+        char esc[1200], body[1300];
+        json_escape(esc, sizeof(esc), rw->error ? rw->error : "no reply");
+        snprintf(body, sizeof(body), "{\"error\":\"%s\",\"id\":\"%s\"}", esc, rw->id);
+        r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_COPY);
+        if (!r) return MHD_NO;
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    }
+    MHD_add_response_header(r, "esb-message-id", rw->id);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)rw->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* The last call in request-reply mode: register m (durable, like accept)
+ * and suspend the connection until on_reply resumes it - unless the
+ * answer is there already or the endpoint is stopping. Takes m. */
+static enum MHD_Result request_reply(struct esb_endpoint *ep, struct http_in_state *st,
+                                     struct MHD_Connection *c, const char *url,
+                                     struct http_req *req, struct esb_msg *m)
+{
+    struct reply_wait *rw = esb_calloc(1, sizeof(*rw));
+    pthread_mutex_init(&rw->lock, NULL);
+    atomic_store(&rw->refs, 2); /* this connection's, the runtime's */
+    snprintf(rw->id, sizeof(rw->id), "%s", m->id_text);
+    pthread_mutex_lock(&st->waits_lock);
+    rw->next = st->waits;
+    if (st->waits) st->waits->prev = rw;
+    st->waits = rw;
+    pthread_mutex_unlock(&st->waits_lock);
+    req->rw = rw;
+
+    struct esb_err err = {0, ""};
+    int rc = esb_runtime_request(st->rt, ep, url, m, CONF(ep)->reply_timeout, on_reply, rw, &err);
+    if (rc < 0) {
+        atomic_fetch_sub(&rw->refs, 1); /* on_reply will never be called */
+        pthread_mutex_lock(&rw->lock);
+        rw->answered = 1; /* answered here, with no stored answer (status 0) */
+        pthread_mutex_unlock(&rw->lock);
+        enum MHD_Result ret = respond_not_accepted(ep, c, url, rc, &err);
+        esb_msg_unref(m);
+        return ret;
+    }
+    esb_msg_unref(m);
+    enum MHD_Result ret = MHD_YES;
+    pthread_mutex_lock(&rw->lock);
+    if (!rw->answered && atomic_load(&st->stopping)) {
+        rw->answered = 1;
+        rw->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        rw->error = esb_strdup("esbd is stopping before the reply; the message is stored and "
+                               "will be processed");
+    }
+    if (rw->answered) {
+        ret = respond_reply(c, rw);
+    } else {
+        MHD_suspend_connection(c);
+        rw->conn = c;
+        rw->suspended = 1;
+    }
+    pthread_mutex_unlock(&rw->lock);
+    return ret;
+}
+
+/* handle() called again for a registered request: after on_reply (or
+ * stop) resumed it. */
+static enum MHD_Result request_reply_again(struct MHD_Connection *c, struct reply_wait *rw)
+{
+    pthread_mutex_lock(&rw->lock);
+    enum MHD_Result ret = rw->answered && rw->status ? respond_reply(c, rw) : MHD_NO;
+    pthread_mutex_unlock(&rw->lock);
+    return ret;
+}
+
+/* The connection of rw ended: drop it from the endpoint's list; a reply
+ * that comes later is dropped. */
+static void request_reply_done(struct http_in_state *st, struct reply_wait *rw)
+{
+    pthread_mutex_lock(&st->waits_lock);
+    if (rw->prev)
+        rw->prev->next = rw->next;
+    else
+        st->waits = rw->next;
+    if (rw->next) rw->next->prev = rw->prev;
+    pthread_mutex_unlock(&st->waits_lock);
+    pthread_mutex_lock(&rw->lock);
+    rw->gone = 1;
+    rw->conn = NULL;
+    pthread_mutex_unlock(&rw->lock);
+    rw_unref(rw);
+}
+
+/* Stopping: resume every suspended request (libmicrohttpd must not be
+ * stopped with suspended connections) with a 503 for the client, and wait
+ * up to HTTP_IN_STOP_DRAIN_MS for the answers to go out. */
+static void request_reply_stop(struct http_in_state *st)
+{
+    pthread_mutex_lock(&st->waits_lock);
+    for (struct reply_wait *rw = st->waits; rw; rw = rw->next) {
+        pthread_mutex_lock(&rw->lock);
+        if (rw->suspended) {
+            if (!rw->answered) {
+                rw->answered = 1;
+                rw->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+                rw->error = esb_strdup("esbd is stopping before the reply; the message is "
+                                       "stored and will be processed");
+            }
+            rw->suspended = 0;
+            MHD_resume_connection(rw->conn);
+        }
+        pthread_mutex_unlock(&rw->lock);
+    }
+    pthread_mutex_unlock(&st->waits_lock);
+    /* Give the server threads a moment to send the answers (each request
+     * leaves the list once its answer is sent). */
+    for (int i = 0; i < HTTP_IN_STOP_DRAIN_MS / 10; i++) {
+        int pending = 0;
+        pthread_mutex_lock(&st->waits_lock);
+        for (struct reply_wait *rw = st->waits; rw && !pending; rw = rw->next) {
+            pthread_mutex_lock(&rw->lock);
+            pending = rw->answered && rw->status;
+            pthread_mutex_unlock(&rw->lock);
+        }
+        pthread_mutex_unlock(&st->waits_lock);
+        if (!pending) break;
+        usleep(10 * 1000);
+    }
+}
+
 /* The last call: the whole body is in req. Make it a message, hand it to
  * the runtime and answer by the outcome. */
 static enum MHD_Result finish_request(struct esb_endpoint *ep, struct http_in_state *st,
@@ -346,6 +612,8 @@ static enum MHD_Result finish_request(struct esb_endpoint *ep, struct http_in_st
         free(ce_id);
     }
 
+    if (CONF(ep)->mode == ESB_HTTP_IN_REQUEST_REPLY) return request_reply(ep, st, c, url, req, m);
+
     struct esb_err err = {0, ""};
     int rc = esb_runtime_accept(st->rt, ep, url, m, &err);
     enum MHD_Result ret;
@@ -353,18 +621,8 @@ static enum MHD_Result finish_request(struct esb_endpoint *ep, struct http_in_st
         char body[64];
         snprintf(body, sizeof(body), "{\"id\":\"%s\"}", m->id_text);
         ret = respond(c, MHD_HTTP_ACCEPTED, body, "esb-message-id", m->id_text);
-    } else if (rc == ESB_EFULL) {
-        ret = respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
-                            err.msg[0] ? err.msg : "busy, retry later", MHD_HTTP_HEADER_RETRY_AFTER,
-                            "1");
-    } else if (rc == ESB_ENOTFOUND) {
-        ret = respond_error(c, MHD_HTTP_NOT_FOUND, "no route for this path", NULL, NULL);
     } else {
-        /* Stopping, failed or unexpected: nothing was acknowledged. */
-        esb_warn("http-in=%s path=%s accept failed: %s", ep->id, url,
-                 err.msg[0] ? err.msg : esb_strerror(rc));
-        ret = respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not accepted, retry later",
-                            MHD_HTTP_HEADER_RETRY_AFTER, "1");
+        ret = respond_not_accepted(ep, c, url, rc, &err);
     }
     esb_msg_unref(m);
     return ret;
@@ -389,6 +647,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         *con_cls = req;
         return MHD_YES;
     }
+    if (req->rw) return request_reply_again(c, req->rw);
     if (*upload_data_size > 0) {
         /* Chunked bodies have no length up front: count as they stream. */
         size_t n = *upload_data_size;
@@ -414,8 +673,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 static void request_done(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
+    struct esb_endpoint *ep = cls;
     struct http_req *req = *con_cls;
     if (!req) return;
+    if (req->rw) request_reply_done(ep->state, req->rw);
     esb_buf_free(&req->body);
     free(req);
     *con_cls = NULL;
@@ -432,6 +693,13 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 /* ---- lifecycle ---- */
+
+static void state_free(struct http_in_state *st)
+{
+    if (!st) return;
+    pthread_mutex_destroy(&st->waits_lock);
+    free(st);
+}
 
 static int http_in_check(struct esb_endpoint *ep, struct esb_err *err)
 {
@@ -490,12 +758,14 @@ static int http_in_start(struct esb_endpoint *ep, struct esb_runtime *rt, struct
             rc = esb_err_set(err, ESB_EINVAL, "http-in '%s': already running", ep->id);
             goto out;
         }
-        free(ep->state);
+        state_free(ep->state);
         ep->state = NULL;
     }
     st = esb_calloc(1, sizeof(*st));
+    pthread_mutex_init(&st->waits_lock, NULL);
     st->rt = rt;
     ep->state = st;
+    if (conf->mode == ESB_HTTP_IN_REQUEST_REPLY) flags |= MHD_ALLOW_SUSPEND_RESUME;
     unsigned timeout_s = (unsigned)((conf->timeout + 999) / 1000);
     if (timeout_s == 0) timeout_s = 1;
     st->daemon = MHD_start_daemon(
@@ -504,7 +774,7 @@ static int http_in_start(struct esb_endpoint *ep, struct esb_runtime *rt, struct
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)conf->per_ip_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)HTTP_IN_CONN_MEMORY, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)conf->threads,
-        MHD_OPTION_NOTIFY_COMPLETED, request_done, NULL, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, request_done, ep, MHD_OPTION_END);
     if (!st->daemon) {
         rc = esb_err_set(err, ESB_EFAILED,
                          "http-in '%s': cannot listen on %s (address in use or not available)",
@@ -516,7 +786,7 @@ static int http_in_start(struct esb_endpoint *ep, struct esb_runtime *rt, struct
     esb_info("http-in=%s listening=%s port=%u", ep->id, conf->listen, st->port);
 out:
     if (rc != 0 && st) {
-        free(st);
+        state_free(st);
         ep->state = NULL;
     }
     free(host);
@@ -528,6 +798,7 @@ static void http_in_stop(struct esb_endpoint *ep)
     struct http_in_state *st = ep ? ep->state : NULL;
     if (!st || !st->daemon) return;
     atomic_store(&st->stopping, 1);
+    request_reply_stop(st);
     MHD_stop_daemon(st->daemon);
     st->daemon = NULL;
     esb_info("http-in=%s stopped", ep->id);
@@ -539,21 +810,22 @@ static int http_in_same(const struct esb_endpoint *a, const struct esb_endpoint 
     return strcmp(a->id, b->id) == 0 && strcmp(x->listen, y->listen) == 0 &&
            x->max_body == y->max_body && x->max_connections == y->max_connections &&
            x->per_ip_connections == y->per_ip_connections && x->timeout == y->timeout &&
-           x->threads == y->threads;
+           x->threads == y->threads && x->mode == y->mode && x->reply_timeout == y->reply_timeout;
 }
 
 static void http_in_destroy(struct esb_endpoint *ep)
 {
     if (!ep || !ep->state) return;
     http_in_stop(ep);
-    free(ep->state);
+    state_free(ep->state);
     ep->state = NULL;
 }
 
 const struct esb_connector_ops esb_http_in_ops = {
     .element = "http-in",
     .dir = ESB_INBOUND,
-    .summary = "Receives messages as HTTP POST requests; answers 202 once they are durable.",
+    .summary = "Receives messages as HTTP POST requests; answers 202 once they are durable, or "
+               "(mode=\"request-reply\") with the route's final message.",
     .attrs = http_in_attrs,
     .conf_size = sizeof(struct esb_http_in_conf),
     .check = http_in_check,
