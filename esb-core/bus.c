@@ -410,24 +410,31 @@ void esb__pending_push(struct esb_bus *bus, struct esb_txn *t, int at_head)
     pthread_cond_signal(&bus->writer_cv);
 }
 
+/* Admit t and queue it for the writer (lock taken and released here). */
+static int commit_start(struct esb_bus *bus, struct esb_txn *t, struct esb_err *err)
+{
+    pthread_mutex_lock(&bus->lock);
+    int rc = 0;
+    if (bus->failed)
+        rc = esb_err_set(err, ESB_EFAILED, "bus failed: %s", bus->fail_why);
+    else if (bus->closing)
+        rc = esb_err_set(err, ESB_ECLOSED, "bus is closing");
+    else
+        rc = txn_admit(bus, t, err);
+    if (rc == 0) {
+        txn_seal(bus, t);
+        esb__pending_push(bus, t, 0);
+    }
+    pthread_mutex_unlock(&bus->lock);
+    return rc;
+}
+
 int esb_bus_commit(struct esb_bus *bus, struct esb_txn *t, struct esb_err *err)
 {
     if (t->nrecs == 0) return 0;
-    pthread_mutex_lock(&bus->lock);
-    int rc;
-    if (bus->failed) {
-        rc = esb_err_set(err, ESB_EFAILED, "bus failed: %s", bus->fail_why);
-        goto out;
-    }
-    if (bus->closing) {
-        rc = esb_err_set(err, ESB_ECLOSED, "bus is closing");
-        goto out;
-    }
-    rc = txn_admit(bus, t, err);
-    if (rc < 0) goto out;
-    txn_seal(bus, t);
-    esb__pending_push(bus, t, 0);
-    pthread_mutex_unlock(&bus->lock);
+    t->cb = NULL;
+    int rc = commit_start(bus, t, err);
+    if (rc < 0) return rc;
     while (sem_wait(&t->done) != 0) {
     } /* EINTR */
     rc = t->rc;
@@ -439,9 +446,18 @@ int esb_bus_commit(struct esb_bus *bus, struct esb_txn *t, struct esb_err *err)
         esb_err_set(err, rc, "writing to the bus log in %s failed: %s", bus->dir, esb_strerror(rc));
     }
     return rc;
-out:
-    pthread_mutex_unlock(&bus->lock);
-    return rc;
+}
+
+int esb_bus_commit_async(struct esb_bus *bus, struct esb_txn *t, void (*done)(void *ctx, int rc),
+                         void *ctx, struct esb_err *err)
+{
+    if (t->nrecs == 0) {
+        done(ctx, 0);
+        return 0;
+    }
+    t->cb = done;
+    t->cb_ctx = ctx;
+    return commit_start(bus, t, err);
 }
 
 static int commit_one(struct esb_bus *bus, struct esb_txn *t, struct esb_err *err)
@@ -526,7 +542,10 @@ static void wake(struct esb_txn *w)
 {
     while (w) {
         struct esb_txn *next = w->next;
-        sem_post(&w->done);
+        if (w->cb)
+            w->cb(w->cb_ctx, w->rc); /* may free w */
+        else
+            sem_post(&w->done);
         w = next;
     }
 }

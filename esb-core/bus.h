@@ -145,6 +145,17 @@ void esb_txn_dead(struct esb_txn *t, const struct esb_entry *e, const char *dlq,
  * of t is in the log). An entry may be resolved (ack/retry/dead) only once. */
 int esb_bus_commit(struct esb_bus *bus, struct esb_txn *t, struct esb_err *err) ESB_WUR;
 
+/* The same without blocking: admission errors (ESB_EFULL, ESB_EINVAL,
+ * ESB_EFAILED, ESB_ECLOSED) are returned at once and done is never called;
+ * otherwise it returns 0 and done(ctx, rc) is called exactly once, from the
+ * bus writer thread with no bus lock held, when t is durable (rc 0) or
+ * failed. t must stay alive until then; done may free it. done must be
+ * quick and must not call esb_bus_commit (it would wait for the thread it
+ * runs on); esb_bus_commit_async is fine. Resolving held entries this way
+ * is allowed; their esb_entry is marked resolved before done runs. */
+int esb_bus_commit_async(struct esb_bus *bus, struct esb_txn *t, void (*done)(void *ctx, int rc),
+                         void *ctx, struct esb_err *err) ESB_WUR;
+
 /* Convenience: one-operation transactions. */
 int esb_bus_append(struct esb_bus *bus, const char *queue, const struct esb_msg *m,
                    struct esb_err *err) ESB_WUR;

@@ -112,7 +112,9 @@ struct esb_txn {
     int detached; /* written by the bus itself (compaction); freed after apply */
     /* commit state, under bus->lock */
     struct esb_txn *next;
-    sem_t done; /* posted by the writer when rc is set */
+    sem_t done;                    /* posted by the writer when rc is set (esb_bus_commit) */
+    void (*cb)(void *ctx, int rc); /* or called (esb_bus_commit_async) */
+    void *cb_ctx;
     int rc;
     struct esb_wal_pos pos;
 };

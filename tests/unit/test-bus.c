@@ -372,6 +372,61 @@ static void test_unique_marks(void)
     esb_bus_close(bus);
 }
 
+struct async_count {
+    pthread_mutex_t lock;
+    int done, failed;
+};
+
+static void async_done(void *ctx, int rc)
+{
+    struct async_count *c = ctx;
+    pthread_mutex_lock(&c->lock);
+    if (rc == 0)
+        c->done++;
+    else
+        c->failed++;
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void test_commit_async(void)
+{
+    struct esb_bus_opts o = {.queue_max_entries = 150};
+    struct esb_bus *bus = open_bus(&o);
+    struct esb_err err;
+    struct async_count c = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
+    struct esb_txn *ts[200];
+    int started = 0, refused = 0;
+    const char *q = "aq";
+    for (int i = 0; i < 200; i++) {
+        char body[32];
+        snprintf(body, sizeof(body), "async-%d", i);
+        struct esb_msg *m = mk(body);
+        ts[i] = esb_txn_new();
+        esb_txn_append(ts[i], &q, 1, m);
+        esb_msg_unref(m);
+        int rc = esb_bus_commit_async(bus, ts[i], async_done, &c, &err);
+        if (rc == 0)
+            started++;
+        else if (rc == ESB_EFULL)
+            refused++;
+    }
+    ok(started == 150 && refused == 50,
+       "async commits: 150 admitted, 50 refused at once by the queue limit (%d, %d)", started,
+       refused);
+    for (int i = 0; i < 500; i++) {
+        pthread_mutex_lock(&c.lock);
+        int n = c.done + c.failed;
+        pthread_mutex_unlock(&c.lock);
+        if (n == started) break;
+        usleep(10000);
+    }
+    ok(c.done == 150 && c.failed == 0, "every admitted one calls done once with 0 (%d)", c.done);
+    for (int i = 0; i < 200; i++) esb_txn_free(ts[i]);
+    struct esb_queue_info qi;
+    ok(esb_bus_queue_info(bus, "aq", &qi) == 0 && qi.entries == 150, "150 entries durable");
+    esb_bus_close(bus);
+}
+
 int main(void)
 {
     esb_log_set_level(ESB_LOG_WARN);
@@ -392,6 +447,8 @@ int main(void)
     if (system(cmd) != 0) bail("rm");
     test_ordering_keys();
     test_unique_marks();
+    if (system(cmd) != 0) bail("rm");
+    test_commit_async();
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     if (system(cmd) != 0) bail("rm");
     return tap_done();
