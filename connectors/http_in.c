@@ -3,9 +3,12 @@
  * One MHD daemon per endpoint with its own epoll thread pool. Each request
  * runs through handle() on an MHD thread: the first call (headers only)
  * decides 404/405/400/413/431 before any body byte is read; the body is
- * collected in a capped esb_buf; the last call builds the message and
- * blocks in esb_runtime_accept() until it is durable, then answers 202.
- * Nothing is acknowledged unless esb_runtime_accept() returned 0.
+ * collected in a capped esb_buf; the last call builds the message, hands it
+ * to esb_runtime_accept_async() and suspends the connection: the thread
+ * serves other connections meanwhile, and the bus's group commit makes
+ * every request in flight durable with one fdatasync. on_accepted (bus
+ * writer thread) resumes the connection, and the next call answers 202 —
+ * only once the message is durable — or 503 if it could not be written.
  *
  * CloudEvents 1.0 HTTP binding: a request with a ce-specversion header is
  * a binary-mode event (ce-id, ce-source, ce-type required, checked before
@@ -123,6 +126,7 @@ struct reply_wait {
     struct MHD_Connection *conn; /* valid while suspended */
     int suspended;               /* MHD_suspend_connection was called, not yet resumed */
     int answered;                /* status (and final/error) are set */
+    int oneway;                  /* a one-way accept: 202 {"id"} once durable */
     int gone;                    /* the connection ended: a reply is only dropped */
     int status;
     struct esb_msg *final; /* a reference, or NULL */
@@ -410,6 +414,25 @@ static void on_reply(void *ctx, const struct esb_msg *final, int status, const c
     rw_unref(rw);
 }
 
+/* A one-way accept is durable (rc 0) or failed: store the answer and wake
+ * the connection. Called exactly once, from the bus writer thread. */
+static void on_accepted(void *ctx, int rc)
+{
+    struct reply_wait *rw = ctx;
+    pthread_mutex_lock(&rw->lock);
+    if (!rw->answered && !rw->gone) {
+        rw->answered = 1;
+        rw->status = rc == 0 ? MHD_HTTP_ACCEPTED : MHD_HTTP_SERVICE_UNAVAILABLE;
+        if (rc < 0) esb_warn("http-in accept of id=%s failed: %s", rw->id, esb_strerror(rc));
+        if (rw->suspended) {
+            rw->suspended = 0;
+            MHD_resume_connection(rw->conn);
+        }
+    }
+    pthread_mutex_unlock(&rw->lock);
+    rw_unref(rw);
+}
+
 /* A header name a route may set on the response: a token, and not one
  * that frames the response or that we set ourselves. */
 static int reply_header_ok(const char *name, const char *value)
@@ -429,8 +452,20 @@ static int reply_header_ok(const char *name, const char *value)
 }
 
 /* Queue the stored answer of rw (lock held or rw no longer shared). */
+static enum MHD_Result respond_accepted(struct MHD_Connection *c, const char *id)
+{
+    char body[64];
+    snprintf(body, sizeof(body), "{\"id\":\"%s\"}", id);
+    return respond(c, MHD_HTTP_ACCEPTED, body, "esb-message-id", id);
+}
+
 static enum MHD_Result respond_reply(struct MHD_Connection *c, const struct reply_wait *rw)
 {
+    if (rw->oneway) {
+        if (rw->status == MHD_HTTP_ACCEPTED) return respond_accepted(c, rw->id);
+        return respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not accepted, retry later",
+                             MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    }
     struct MHD_Response *r;
     const struct esb_msg *f = rw->final;
     int empty = rw->status == MHD_HTTP_NO_CONTENT || rw->status == MHD_HTTP_NOT_MODIFIED;
@@ -472,9 +507,10 @@ static enum MHD_Result respond_reply(struct MHD_Connection *c, const struct repl
  * answer is there already or the endpoint is stopping. Takes m. */
 static enum MHD_Result request_reply(struct esb_endpoint *ep, struct http_in_state *st,
                                      struct MHD_Connection *c, const char *url,
-                                     struct http_req *req, struct esb_msg *m)
+                                     struct http_req *req, struct esb_msg *m, int oneway)
 {
     struct reply_wait *rw = esb_calloc(1, sizeof(*rw));
+    rw->oneway = oneway;
     pthread_mutex_init(&rw->lock, NULL);
     atomic_store(&rw->refs, 2); /* this connection's, the runtime's */
     snprintf(rw->id, sizeof(rw->id), "%s", m->id_text);
@@ -486,9 +522,14 @@ static enum MHD_Result request_reply(struct esb_endpoint *ep, struct http_in_sta
     req->rw = rw;
 
     struct esb_err err = {0, ""};
-    int rc = esb_runtime_request(st->rt, ep, url, m, CONF(ep)->reply_timeout, on_reply, rw, &err);
+    /* One-way: the thread is free while the bus makes the message durable
+     * (group commit batches every request in flight); 202 comes from
+     * on_accepted. Request-reply: on_reply brings the route's result. */
+    int rc = oneway ? esb_runtime_accept_async(st->rt, ep, url, m, on_accepted, rw, &err)
+                    : esb_runtime_request(st->rt, ep, url, m, CONF(ep)->reply_timeout, on_reply, rw,
+                                          &err);
     if (rc < 0) {
-        atomic_fetch_sub(&rw->refs, 1); /* on_reply will never be called */
+        atomic_fetch_sub(&rw->refs, 1); /* no callback will be called */
         pthread_mutex_lock(&rw->lock);
         rw->answered = 1; /* answered here, with no stored answer (status 0) */
         pthread_mutex_unlock(&rw->lock);
@@ -499,7 +540,7 @@ static enum MHD_Result request_reply(struct esb_endpoint *ep, struct http_in_sta
     esb_msg_unref(m);
     enum MHD_Result ret = MHD_YES;
     pthread_mutex_lock(&rw->lock);
-    if (!rw->answered && atomic_load(&st->stopping)) {
+    if (!rw->answered && !oneway && atomic_load(&st->stopping)) {
         rw->answered = 1;
         rw->status = MHD_HTTP_SERVICE_UNAVAILABLE;
         rw->error = esb_strdup("esbd is stopping before the reply; the message is stored and "
@@ -549,6 +590,20 @@ static void request_reply_done(struct http_in_state *st, struct reply_wait *rw)
  * up to HTTP_IN_STOP_DRAIN_MS for the answers to go out. */
 static void request_reply_stop(struct http_in_state *st)
 {
+    /* One-way accepts in flight finish within a group commit: let them
+     * (their 202 is true) before answering whatever is left with 503. */
+    for (int i = 0; i < HTTP_IN_STOP_DRAIN_MS / 10; i++) {
+        int open = 0;
+        pthread_mutex_lock(&st->waits_lock);
+        for (struct reply_wait *rw = st->waits; rw && !open; rw = rw->next) {
+            pthread_mutex_lock(&rw->lock);
+            open = rw->oneway && !rw->answered;
+            pthread_mutex_unlock(&rw->lock);
+        }
+        pthread_mutex_unlock(&st->waits_lock);
+        if (!open) break;
+        usleep(10 * 1000);
+    }
     pthread_mutex_lock(&st->waits_lock);
     for (struct reply_wait *rw = st->waits; rw; rw = rw->next) {
         pthread_mutex_lock(&rw->lock);
@@ -612,20 +667,7 @@ static enum MHD_Result finish_request(struct esb_endpoint *ep, struct http_in_st
         free(ce_id);
     }
 
-    if (CONF(ep)->mode == ESB_HTTP_IN_REQUEST_REPLY) return request_reply(ep, st, c, url, req, m);
-
-    struct esb_err err = {0, ""};
-    int rc = esb_runtime_accept(st->rt, ep, url, m, &err);
-    enum MHD_Result ret;
-    if (rc == 0) {
-        char body[64];
-        snprintf(body, sizeof(body), "{\"id\":\"%s\"}", m->id_text);
-        ret = respond(c, MHD_HTTP_ACCEPTED, body, "esb-message-id", m->id_text);
-    } else {
-        ret = respond_not_accepted(ep, c, url, rc, &err);
-    }
-    esb_msg_unref(m);
-    return ret;
+    return request_reply(ep, st, c, url, req, m, CONF(ep)->mode != ESB_HTTP_IN_REQUEST_REPLY);
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
@@ -765,7 +807,7 @@ static int http_in_start(struct esb_endpoint *ep, struct esb_runtime *rt, struct
     pthread_mutex_init(&st->waits_lock, NULL);
     st->rt = rt;
     ep->state = st;
-    if (conf->mode == ESB_HTTP_IN_REQUEST_REPLY) flags |= MHD_ALLOW_SUSPEND_RESUME;
+    flags |= MHD_ALLOW_SUSPEND_RESUME; /* both modes suspend while the bus works */
     unsigned timeout_s = (unsigned)((conf->timeout + 999) / 1000);
     if (timeout_s == 0) timeout_s = 1;
     st->daemon = MHD_start_daemon(

@@ -293,9 +293,79 @@ static int commit_or_release(struct esb_runtime *rt, struct esb_txn *t, struct e
     return rc;
 }
 
-static void run_route(struct esb_runtime *rt, const struct handler *h,
-                      struct esb_route_scratch *scratch, struct esb_entry *e)
+/* A route hand-off committed asynchronously: the worker goes on with the
+ * next entry while the bus makes this one durable, so one fdatasync covers
+ * many entries of one worker (not only one per worker). */
+struct pending_commit {
+    struct worker *w;
+    struct generation *g; /* keeps the route (and res) alive */
+    const struct esb_route *route;
+    struct esb_entry *e;
+    struct esb_txn *t;
+    struct esb_route_result res;
+    int rc;
+    struct pending_commit *next;
+};
+
+struct worker {
+    struct esb_runtime *rt;
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    struct pending_commit *done; /* durable (or failed), to be finished */
+    unsigned inflight;
+};
+
+#define WORKER_MAX_INFLIGHT 256 /* hand-offs a worker may have in the bus at once */
+
+/* Bus writer thread: the hand-off is durable (rc 0) or failed. Answer a
+ * waiting request-reply client now; the rest is the worker's. */
+static void route_commit_done(void *ctx, int rc)
 {
+    struct pending_commit *pc = ctx;
+    pc->rc = rc;
+    if (rc == 0) esb__rt_reply_route(pc->w->rt, pc->route, pc->e, &pc->res, 0);
+    struct worker *w = pc->w;
+    pthread_mutex_lock(&w->lock);
+    pc->next = w->done;
+    w->done = pc;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Worker thread: finish every hand-off the bus is done with. */
+static void finish_commits(struct worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    struct pending_commit *list = w->done;
+    w->done = NULL;
+    pthread_mutex_unlock(&w->lock);
+    unsigned n = 0;
+    while (list) {
+        struct pending_commit *pc = list;
+        list = pc->next;
+        if (pc->rc < 0 && pc->rc != ESB_ECLOSED)
+            esb_error("commit failed queue=%s seq=%llu: %s; it will be processed again",
+                      pc->e->queue, (unsigned long long)pc->e->seq, esb_strerror(pc->rc));
+        esb_entry_free(pc->e); /* unresolved after a failure: ready again */
+        esb_route_result_clear(&pc->res);
+        esb_txn_free(pc->t);
+        esb__rt_gen_unref(pc->g);
+        free(pc);
+        n++;
+    }
+    if (n) {
+        pthread_mutex_lock(&w->lock);
+        w->inflight -= n;
+        pthread_mutex_unlock(&w->lock);
+    }
+}
+
+/* Run the route on e. Returns 1 if e was handed to an asynchronous commit
+ * (finish_commits frees it), 0 if the caller still owns it. */
+static int run_route(struct worker *w, struct generation *g, const struct handler *h,
+                     struct esb_route_scratch *scratch, struct esb_entry *e)
+{
+    struct esb_runtime *rt = w->rt;
     struct esb_route_result res = {0};
     esb_route_run(h->route, scratch, e->msg, &res);
     struct esb_txn *t = esb_txn_new();
@@ -322,30 +392,44 @@ static void run_route(struct esb_runtime *rt, const struct handler *h,
             esb_debug("[route:%s] filtered id=%s", esb_route_id(h->route), e->msg->id_text);
         esb_txn_ack(t, e);
     }
-    if (res.dedupe_key) {
-        struct esb_err err = {0};
-        int rc = esb_bus_commit(rt->bus, t, &err);
-        esb_txn_free(t);
-        if (rc == ESB_EEXIST) {
-            /* Seen before: a duplicate. Acknowledge it and send nothing. */
-            esb_info("[route:%s] duplicate dropped id=%s key=%s", esb_route_id(h->route),
-                     e->msg->id_text, res.dedupe_key);
-            t = esb_txn_new();
-            esb_txn_ack(t, e);
-            if (commit_or_release(rt, t, e) == 0) esb__rt_reply_route(rt, h->route, e, &res, 1);
-        } else if (rc == ESB_EFULL) {
-            usleep(BACKPRESSURE_MS * 1000); /* released by the caller: taken again */
-        } else if (rc < 0 && rc != ESB_ECLOSED) {
-            esb_error("commit failed queue=%s seq=%llu: %s", e->queue, (unsigned long long)e->seq,
-                      err.msg);
-        }
-        if (rc == 0) esb__rt_reply_route(rt, h->route, e, &res, 0); /* request-reply */
-        esb_route_result_clear(&res);
-        return;
+    struct pending_commit *pc = esb_calloc(1, sizeof(*pc));
+    pc->w = w;
+    pc->g = g;
+    pc->route = h->route;
+    pc->e = e;
+    pc->t = t;
+    pc->res = res; /* moved: the callback may read it */
+    atomic_fetch_add(&g->refs, 1);
+    pthread_mutex_lock(&w->lock);
+    w->inflight++;
+    pthread_mutex_unlock(&w->lock);
+    struct esb_err err = {0};
+    int rc = esb_bus_commit_async(rt->bus, t, route_commit_done, pc, &err);
+    if (rc == 0) return 1;
+    /* Refused before anything was written: done is never called. */
+    pthread_mutex_lock(&w->lock);
+    w->inflight--;
+    pthread_mutex_unlock(&w->lock);
+    esb__rt_gen_unref(g);
+    free(pc);
+    esb_txn_free(t);
+    if (rc == ESB_EEXIST) {
+        /* <dedupe>: seen before. Acknowledge it and send nothing. */
+        esb_info("[route:%s] duplicate dropped id=%s key=%s", esb_route_id(h->route),
+                 e->msg->id_text, res.dedupe_key);
+        t = esb_txn_new();
+        esb_txn_ack(t, e);
+        if (commit_or_release(rt, t, e) == 0) esb__rt_reply_route(rt, h->route, e, &res, 1);
+    } else if (rc == ESB_EFULL) {
+        esb_warn("back-pressure queue=%s seq=%llu: %s; will retry", e->queue,
+                 (unsigned long long)e->seq, err.msg);
+        usleep(BACKPRESSURE_MS * 1000); /* released by the caller: taken again */
+    } else if (rc != ESB_ECLOSED) {
+        esb_error("commit failed queue=%s seq=%llu: %s", e->queue, (unsigned long long)e->seq,
+                  err.msg);
     }
-    /* request-reply: answer only once the hand-off is durable */
-    if (commit_or_release(rt, t, e) == 0) esb__rt_reply_route(rt, h->route, e, &res, 0);
     esb_route_result_clear(&res);
+    return 0;
 }
 
 static void run_delivery(struct esb_runtime *rt, const struct generation *g,
@@ -360,12 +444,19 @@ static void run_delivery(struct esb_runtime *rt, const struct generation *g,
 
 static void *worker_main(void *arg)
 {
-    struct esb_runtime *rt = arg;
+    struct worker *w = arg;
+    struct esb_runtime *rt = w->rt;
     struct generation *g = NULL;
     struct esb_route_scratch *scratch = NULL;
     unsigned seen = ~0u;
-    while (!atomic_load(&rt->workers_stop)) {
-        if (atomic_load(&rt->version) != seen) {
+    for (;;) {
+        finish_commits(w);
+        pthread_mutex_lock(&w->lock);
+        unsigned inflight = w->inflight;
+        pthread_mutex_unlock(&w->lock);
+        if (atomic_load(&rt->workers_stop)) {
+            if (!inflight) break;
+        } else if (atomic_load(&rt->version) != seen) {
             esb__rt_gen_unref(g);
             esb_route_scratch_free(scratch);
             seen = atomic_load(&rt->version);
@@ -373,16 +464,34 @@ static void *worker_main(void *arg)
             scratch = esb_route_scratch_new();
         }
         struct esb_entry *e = NULL;
-        int rc = esb_bus_consume_any(rt->bus, g->queues, g->nhandlers, POLL_MS, &e);
-        if (rc == ESB_ETIMEDOUT || rc == ESB_ECORRUPT) continue;
-        if (rc < 0) break; /* closed or failed */
+        int rc = ESB_ETIMEDOUT;
+        if (!atomic_load(&rt->workers_stop) && inflight < WORKER_MAX_INFLIGHT)
+            rc = esb_bus_consume_any(rt->bus, g->queues, g->nhandlers, inflight ? 0 : POLL_MS, &e);
+        if (rc == ESB_ETIMEDOUT || rc == ESB_ECORRUPT) {
+            if (inflight) { /* wait for the bus to finish a hand-off */
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += 5 * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000L;
+                }
+                pthread_mutex_lock(&w->lock);
+                if (!w->done) pthread_cond_timedwait(&w->cv, &w->lock, &ts);
+                pthread_mutex_unlock(&w->lock);
+            }
+            continue;
+        }
+        if (rc < 0) { /* closed or failed: wait for what is in flight, then leave */
+            atomic_store(&rt->workers_stop, 1);
+            continue;
+        }
         const struct handler *h = gen_handler(g, e->queue);
-        if (!h)
-            ; /* the queue left the config while we waited: leave it queued */
-        else if (h->route)
-            run_route(rt, h, scratch, e);
-        else
+        if (h && h->route) {
+            if (run_route(w, g, h, scratch, e)) continue; /* e is the commit's now */
+        } else if (h) {
             run_delivery(rt, g, h, e);
+        } /* else: the queue left the config while we waited: leave it queued */
         esb_entry_free(e);
     }
     esb_route_scratch_free(scratch);
@@ -484,8 +593,14 @@ int esb_runtime_start(struct esb_config *cfg, void (*on_fatal)(void *ctx, const 
         nw = cpus > 0 ? (size_t)cpus : 2;
     }
     rt->workers = esb_calloc(nw, sizeof(*rt->workers));
+    rt->wstate = esb_calloc(nw, sizeof(*rt->wstate));
     for (size_t i = 0; i < nw; i++) {
-        if (pthread_create(&rt->workers[i], NULL, worker_main, rt) != 0) {
+        rt->wstate[i].rt = rt;
+        pthread_mutex_init(&rt->wstate[i].lock, NULL);
+        pthread_cond_init(&rt->wstate[i].cv, NULL);
+    }
+    for (size_t i = 0; i < nw; i++) {
+        if (pthread_create(&rt->workers[i], NULL, worker_main, &rt->wstate[i]) != 0) {
             rc = esb_err_set(err, -EAGAIN, "cannot start worker thread %zu", i);
             goto fail;
         }
@@ -556,6 +671,11 @@ void esb_runtime_stop(struct esb_runtime *rt)
             esb__dispatcher_abort(rt->gen->dispatchers[i]);
     esb__dispatchers_wait(rt);
     free(rt->workers);
+    for (size_t i = 0; rt->wstate && i < rt->nworkers; i++) {
+        pthread_mutex_destroy(&rt->wstate[i].lock);
+        pthread_cond_destroy(&rt->wstate[i].cv);
+    }
+    free(rt->wstate);
     esb_bus_close(rt->bus);
     esb__rt_gen_unref(rt->gen);
     pthread_mutex_destroy(&rt->lock);
@@ -602,6 +722,48 @@ int esb_runtime_accept_marked(struct esb_runtime *rt, const struct esb_endpoint 
         if (key) esb_txn_mark(t, key, expires_ms);
         rc = esb_bus_commit(rt->bus, t, err);
         esb_txn_free(t);
+    }
+    esb__rt_gen_unref(g);
+    return rc;
+}
+
+struct accept_async {
+    struct esb_txn *t;
+    void (*done)(void *ctx, int rc);
+    void *ctx;
+};
+
+static void accept_async_done(void *ctx, int rc)
+{
+    struct accept_async *a = ctx;
+    esb_txn_free(a->t);
+    a->done(a->ctx, rc);
+    free(a);
+}
+
+int esb_runtime_accept_async(struct esb_runtime *rt, const struct esb_endpoint *ep,
+                             const char *path, const struct esb_msg *m,
+                             void (*done)(void *ctx, int rc), void *ctx, struct esb_err *err)
+{
+    if (atomic_load(&rt->stopping)) return esb_err_set(err, ESB_ECLOSED, "shutting down");
+    struct generation *g = esb__rt_gen_get(rt);
+    const struct esb_route *r = inbound_route(g, ep, path);
+    int rc;
+    if (!r) {
+        rc = esb_err_set(err, ESB_ENOTFOUND, "no route takes %s%s%s", ep->id, path ? " at " : "",
+                         path ? path : "");
+    } else {
+        struct accept_async *a = esb_malloc(sizeof(*a));
+        a->t = esb_txn_new();
+        a->done = done;
+        a->ctx = ctx;
+        const char *q = esb_route_input(r);
+        esb_txn_append(a->t, &q, 1, m);
+        rc = esb_bus_commit_async(rt->bus, a->t, accept_async_done, a, err);
+        if (rc < 0) {
+            esb_txn_free(a->t);
+            free(a);
+        }
     }
     esb__rt_gen_unref(g);
     return rc;

@@ -55,6 +55,16 @@ int esb_runtime_accept(struct esb_runtime *rt, const struct esb_endpoint *ep, co
 int esb_runtime_accept_marked(struct esb_runtime *rt, const struct esb_endpoint *ep,
                               const char *path, const struct esb_msg *m, const char *key,
                               uint64_t expires_ms, struct esb_err *err) ESB_WUR;
+/* The same without blocking the caller's thread: errors that refuse the
+ * message (ESB_ENOTFOUND, ESB_EFULL, ESB_ECLOSED, ...) are returned at
+ * once and done is never called; otherwise it returns 0 and done(ctx, rc)
+ * is called exactly once, from the bus writer thread, when the message is
+ * durable (rc 0) or could not be written (rc < 0: not acknowledged).
+ * done must be quick and must not block on the bus. m is borrowed. */
+int esb_runtime_accept_async(struct esb_runtime *rt, const struct esb_endpoint *ep,
+                             const char *path, const struct esb_msg *m,
+                             void (*done)(void *ctx, int rc), void *ctx,
+                             struct esb_err *err) ESB_WUR;
 /* 1 if key was marked by an accepted message and has not expired. */
 int esb_runtime_marked(struct esb_runtime *rt, const char *key);
 /* True if some route of the current generation takes ep at path. */

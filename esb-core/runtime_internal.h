@@ -15,6 +15,7 @@
 #include "runtime.h"
 
 struct esb__dispatcher;
+struct worker;
 struct esb__replies;
 
 /* What a worker does with entries of one bus queue. */
@@ -55,6 +56,7 @@ struct esb_runtime {
     struct running *running;
     size_t nrunning;
     pthread_t *workers;
+    struct worker *wstate; /* one per worker thread */
     size_t nworkers;
     _Atomic int stopping;     /* no new input */
     _Atomic int workers_stop; /* workers exit */
