@@ -107,6 +107,38 @@ printf 'no colon here\n' >own/other.headers
 rc=$?
 ok "a bad .headers line: exit 1 with FILE:LINE" eval '[ $rc = 1 ] && grep -q "other.headers:1: expected .name: value." own.out'
 
+# ---- masking: ids and times made by the run, not those of the input ----
+mkdir -p lua mask
+cat >lua/stamp.lua <<'LUA'
+function transform(msg)
+  msg.body = table.concat({esb.uuid.v7(), esb.time.format(esb.time.now()), msg.id,
+    "0190b2c4-6f2a-7c3e-8d1b-2a9f00000042", "2024-05-01T12:00:00Z",
+    esb.time.format(esb.time.now(), 120), msg.body}, " ")
+  msg.headers["x-id"] = esb.uuid.v7()
+  return msg
+end
+LUA
+cat >mask.xml <<'XML'
+<esb xmlns="urn:esb:config:1">
+  <lua dir="lua"/>
+  <connectors><http-in id="web" listen="127.0.0.1:1"/></connectors>
+  <route id="stamp" from="http-in:web" path="/s">
+    <transform lua="stamp.lua"/>
+    <to uri="queue:q"/>
+  </route>
+  <route id="q" from="queue:q"><filter header="x-never" exists="true"/></route>
+</esb>
+XML
+printf 'in' >mask/one.in
+"$abs_esbctl" test mask.xml --route stamp --dir mask --update >/dev/null 2>&1
+ok "masking: a new UUIDv7 and now (UTC and +02:00) masked; the input id and the input's own id and time kept" \
+    eval '[ "$(sed -n 6p mask/one.expected)" = "<uuid> <now> 00000000-0000-7000-8000-000000000001 0190b2c4-6f2a-7c3e-8d1b-2a9f00000042 2024-05-01T12:00:00Z <now> in" ] &&
+          grep -qx "x-id: <uuid>" mask/one.expected'
+"$abs_esbctl" test mask.xml --route stamp --dir mask >mask.out 2>&1
+rc=$?
+ok "masking: a second run passes against the first" eval '[ $rc = 0 ] && grep -qx "1 passed, 0 failed" mask.out'
+[ "$rc" = 0 ] || sed 's/^/# /' mask.out mask/one.expected
+
 # ---- one message ----
 cd "$src" || bail "cd src"
 "$abs_esbctl" test "$X" -r mainframe-accounts -m tests/data/transforms/accounts-batch.txt >"$T/one.out" 2>&1
