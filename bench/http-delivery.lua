@@ -10,9 +10,15 @@
 -- "x-sent-us") and the nginx sink logs it next to its own $msec: the
 -- difference is the latency from request to sink, on one clock.
 --
+-- Pacing: with ESB_BENCH_PACE_MS=N in the environment (N > 0), each
+-- connection waits N ms after an answer before its next request (wrk's
+-- delay()), which caps the offered rate at about connections * 1000 / N per
+-- second. It is read at the top level because wrk decides whether the script
+-- has a delay() before init() runs. Without it there is no delay().
+--
 -- done() prints the same "esbbench KEY=VALUE" lines as bench/http-ingest.lua.
 --
--- usage: wrk -t T -c C -d S --latency -s bench/http-delivery.lua URL -- SIZE
+-- usage: [ESB_BENCH_PACE_MS=N] wrk -t T -c C -d S --latency -s bench/http-delivery.lua URL -- SIZE
 
 local ffi = require("ffi")
 ffi.cdef([[
@@ -24,6 +30,13 @@ local ts = ffi.new("esb_bench_timespec")
 local size = 1024
 local body
 local headers = {}
+
+local pace = tonumber(os.getenv("ESB_BENCH_PACE_MS") or "")
+if pace and pace > 0 then
+    function delay()
+        return pace
+    end
+end
 
 function init(args)
     if args[1] then
