@@ -171,7 +171,13 @@ diag "$nreq requests for $MSGS bodies (at most $maxatt attempts for one); $ngaps
 free_gaps=$(awk -F'\t' '$5 == 1 { printf "%s %d:%d/%d ", $1, $2, $3, $4 }' "$T/out.gaps" | head -c 600)
 [ -z "$free_gaps" ] || diag "gaps not held back (body attempt:gap/policy ms): $free_gaps"
 ok "no retry came earlier than the policy allows (-25 %): $too_early of $ngaps" [ "$too_early" = 0 ]
-ok "retries the breaker did not hold back follow the policy +-25 % ($off of $nel off)" [ "$off" = 0 ]
+# Usually none: the breaker opens after the first 5 failures, so every later
+# retry of /out waits for it (part b checks the policy's spacing).
+if [ "$nel" -gt 0 ]; then
+    ok "retries the breaker did not hold back follow the policy +-25 % ($off of $nel off)" [ "$off" = 0 ]
+else
+    diag "no retry of /out escaped the open breaker; the policy's spacing is checked in part b"
+fi
 
 # ---- b. spacing and Retry-After on the endpoint kept closed by the ticker ----
 awk -F'\t' -v OFS='\t' '$4 ~ /^probe-/ { print $4, $1, $2 }' "$T/sink.tsv" |

@@ -369,12 +369,15 @@ post_many() {
     rm -f "$cfg"
 }
 
-# pick_free_port: a port of 127.0.0.1 (20000..49999) nothing listens on now
-# and that is not $PORT (e.g. for <admin listen>).
+# pick_free_port: a port of 127.0.0.1 nothing listens on now, that is not
+# $PORT (e.g. for <admin listen>), and below the kernel's range of ephemeral
+# ports: a busy test machine's client connections take those at any moment.
 pick_free_port() {
-    local p
+    local p lo
+    lo=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null)
+    [ "${lo:-0}" -gt 12000 ] 2>/dev/null || lo=32768
     while :; do
-        p=$((20000 + RANDOM % 30000))
+        p=$((10000 + RANDOM % (lo - 10000)))
         [ "$p" = "${PORT:-}" ] && continue
         (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
     done
