@@ -24,7 +24,7 @@
 
 #include <libxml/parser.h>
 
-#include "../esb-core/config.h"
+#include "conf.h"
 #include "dryrun.h"
 #include "log.h"
 #include "msg.h"

@@ -14,6 +14,8 @@
  * Also here: the token file (read, or created with a random token). */
 #include "config.h"
 
+#include "conf.h"
+
 #include "admin.h"
 
 #include <arpa/inet.h>

@@ -4,6 +4,8 @@
  * it), and the Prometheus metrics. Runs on the admin API's MHD threads. */
 #include "config.h"
 
+#include "conf.h"
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>

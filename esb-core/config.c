@@ -9,6 +9,8 @@
  * also remembers where each route was defined (for cross-route messages). */
 #include "config.h"
 
+#include "conf.h"
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>

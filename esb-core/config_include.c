@@ -15,6 +15,8 @@
  * on its own; its root is <esb> like the top file's. */
 #include "config.h"
 
+#include "conf.h"
+
 #include "config_internal.h"
 
 #include <errno.h>

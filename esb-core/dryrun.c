@@ -5,6 +5,8 @@
  * printout; outputs are rendered as text instead of being appended. */
 #include "config.h"
 
+#include "conf.h"
+
 #include "dryrun.h"
 
 #include <dirent.h>

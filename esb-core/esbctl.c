@@ -20,6 +20,8 @@
  * queue or entry), 70 fatal bus error. */
 #include "config.h"
 
+#include "conf.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>

@@ -11,6 +11,8 @@
  * 3 not found (no such queue or entry). */
 #include "config.h"
 
+#include "conf.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>

@@ -15,6 +15,8 @@
  * 2 bad arguments, 70 fatal bus error while running (e.g. fdatasync failed). */
 #include "config.h"
 
+#include "conf.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>

@@ -3,6 +3,8 @@
  * runtime.h for the contract. */
 #include "config.h"
 
+#include "conf.h"
+
 #include "runtime.h"
 
 #include <errno.h>

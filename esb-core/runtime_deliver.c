@@ -15,6 +15,8 @@
  * again. Every change is logged. */
 #include "config.h"
 
+#include "conf.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>

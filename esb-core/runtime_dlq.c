@@ -4,6 +4,8 @@
  * transaction with its re-append: all or nothing. */
 #include "config.h"
 
+#include "conf.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 

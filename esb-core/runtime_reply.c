@@ -21,6 +21,8 @@
  * waits (an atomic count), so one-way traffic never takes the lock. */
 #include "config.h"
 
+#include "conf.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>

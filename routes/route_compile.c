@@ -7,7 +7,7 @@
  * the route; the route is returned only if there was none. */
 #include "config.h"
 
-#include "../esb-core/config.h"
+#include "conf.h"
 #include "connector.h"
 #include "log.h"
 #include "lua_host.h"

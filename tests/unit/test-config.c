@@ -5,6 +5,8 @@
  * and depth; docs/config.md equal to the generated reference. */
 #include "config.h"
 
+#include "conf.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,7 +20,7 @@
 #include <libxml/parser.h>
 #include <libxml/relaxng.h>
 
-#include "../../esb-core/config.h"
+#include "conf.h"
 #include "../tap.h"
 #include "config_internal.h"
 #include "connector.h"

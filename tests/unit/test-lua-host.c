@@ -9,7 +9,7 @@
  * Scripts: tests/data/lua/. */
 #include "config.h"
 
-#include "../esb-core/config.h"
+#include "conf.h"
 #include "log.h"
 #include "lua_host.h"
 #include "lua_internal.h"

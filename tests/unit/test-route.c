@@ -8,7 +8,7 @@
  * static connector ops: only element and direction matter to the router. */
 #include "config.h"
 
-#include "../esb-core/config.h"
+#include "conf.h"
 #include "connector.h"
 #include "log.h"
 #include "msg.h"

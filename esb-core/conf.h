@@ -1,4 +1,4 @@
-/* config.h - loading the XML configuration into an immutable, refcounted
+/* conf.h - loading the XML configuration into an immutable, refcounted
  * esb_config ("a cycle" in nginx terms): built whole, checked, then handed
  * to the runtime; a reload builds a new one and swaps it, so a broken file
  * never disturbs the running config.
@@ -17,18 +17,9 @@
  * Every diagnostic names file:line and the element.
  *
  * Thread-safety: a loaded config is immutable; ref/unref from any thread. */
-#ifndef ESB_CONFIG_H
-#define ESB_CONFIG_H
+#ifndef ESB_CONF_H
+#define ESB_CONF_H
 
-/* The name clashes with autoconf's config.h: a file in esb-core/ that writes
- * #include "config.h" gets this header (its own directory is searched
- * first), so bring in autoconf's here, before any system header. <config.h>
- * finds it through DEFAULT_INCLUDES (-I. of the build directory), which
- * automake puts ahead of -I$(top_srcdir)/esb-core. Files elsewhere include
- * autoconf's "config.h" and then "../esb-core/config.h" for this API. */
-#ifdef HAVE_CONFIG_H
-#include <config.h>
-#endif
 
 #include <stddef.h>
 #include <stdint.h>
