@@ -94,211 +94,6 @@ int esb_fsync_parse(const char *s, enum esb_fsync_policy *policy, unsigned *inte
     return ESB_EINVAL;
 }
 
-/* ---- transactions ---- */
-
-struct esb_txn *esb_txn_new(void)
-{
-    struct esb_txn *t = esb_calloc(1, sizeof(*t));
-    esb_buf_init(&t->buf, SIZE_MAX);
-    sem_init(&t->done, 0, 0);
-    return t;
-}
-
-void esb_txn_free(struct esb_txn *t)
-{
-    if (!t) return;
-    for (size_t i = 0; i < t->nops; i++) {
-        for (size_t j = 0; j < t->ops[i].nqueues; j++) free(t->ops[i].queues[j]);
-        free(t->ops[i].queues);
-        free(t->ops[i].key);
-    }
-    free(t->ops);
-    free(t->recs);
-    esb_buf_free(&t->buf);
-    sem_destroy(&t->done);
-    free(t);
-}
-
-static struct txn_op *txn_op(struct esb_txn *t, enum txn_op_kind kind)
-{
-    if (t->nops == t->cap) {
-        t->cap = t->cap ? t->cap * 2 : 4;
-        t->ops = esb_realloc(t->ops, t->cap * sizeof(*t->ops));
-    }
-    struct txn_op *op = &t->ops[t->nops++];
-    memset(op, 0, sizeof(*op));
-    op->kind = kind;
-    return op;
-}
-
-/* Add a record to t; its header (flags, CRC) is finished by txn_seal.
- * Returns the record's offset in t->buf. */
-static size_t txn_rec(struct esb_txn *t, uint8_t type, const void *payload, size_t len)
-{
-    uint8_t hdr[ESB_WAL_HDR] = {0};
-    size_t off = t->buf.len;
-    esb_put_u32(hdr, ESB_WAL_MAGIC);
-    esb_put_u32(hdr + 8, (uint32_t)len);
-    hdr[12] = type;
-    if (esb_buf_add(&t->buf, hdr, sizeof(hdr)) || esb_buf_add(&t->buf, payload, len)) abort();
-    if (t->nrecs == t->cap_recs) {
-        t->cap_recs = t->cap_recs ? t->cap_recs * 2 : 4;
-        t->recs = esb_realloc(t->recs, t->cap_recs * sizeof(*t->recs));
-    }
-    t->recs[t->nrecs++] = off;
-    return off;
-}
-
-/* The bus a transaction's appends draw seqs from is only known at commit,
- * so appends are encoded with seq 0 and sealed (seq + CRC) in commit. */
-void esb_txn_append(struct esb_txn *t, const char *const *queues, size_t n, const struct esb_msg *m)
-{
-    esb_txn_append_keyed(t, queues, n, m, NULL);
-}
-
-void esb_txn_append_keyed(struct esb_txn *t, const char *const *queues, size_t n,
-                          const struct esb_msg *m, const char *key)
-{
-    if (n == 0) return;
-    struct esb_buf p;
-    esb_buf_init(&p, SIZE_MAX);
-    esb__put_u64(&p, 0); /* seq, patched at commit */
-    esb__put_u64(&p, esb_now_ms());
-    uint8_t l[2];
-    esb_put_u16(l, (uint16_t)n);
-    if (esb_buf_add(&p, l, 2)) abort();
-    struct txn_op *op = txn_op(t, OP_APPEND);
-    op->queues = esb_calloc(n, sizeof(char *));
-    op->nqueues = n;
-    for (size_t i = 0; i < n; i++) {
-        op->queues[i] = esb_strdup(queues[i]);
-        esb__put_name(&p, queues[i]);
-        esb__put_u32(&p, 0);
-        esb__put_u64(&p, 0);
-        esb__put_reason(&p, NULL);
-        esb__put_reason(&p, NULL);
-        esb__put_name(&p, key ? key : "");
-    }
-    size_t hdr = p.len, sz = esb_msg_encoded_size(m);
-    if (esb_buf_reserve(&p, hdr + sz)) abort();
-    p.len += esb_msg_encode(m, p.data + hdr);
-    op->bytes = (uint32_t)p.len;
-    /* The seq and the CRC are filled in at commit (txn_seal). */
-    op->rec_off = txn_rec(t, ESB_REC_MSG, p.data, p.len);
-    esb_buf_free(&p);
-    t->has_append = 1;
-}
-
-void esb_txn_publish(struct esb_txn *t, struct esb_bus *bus, const char *topic,
-                     const struct esb_msg *m)
-{
-    pthread_mutex_lock(&bus->lock);
-    struct topic *tp = esb__strmap_get(&bus->topics, topic);
-    size_t n = tp ? tp->nsubs : 0;
-    char **subs = esb_calloc(n ? n : 1, sizeof(char *));
-    for (size_t i = 0; i < n; i++) subs[i] = esb_strdup(tp->subs[i]);
-    pthread_mutex_unlock(&bus->lock);
-    esb_txn_append(t, (const char *const *)subs, n, m);
-    for (size_t i = 0; i < n; i++) free(subs[i]);
-    free(subs);
-}
-
-static void txn_resolve(struct esb_txn *t, const struct esb_entry *pub, uint8_t type,
-                        struct esb_buf *payload)
-{
-    struct txn_op *op = txn_op(t, OP_RESOLVE);
-    op->e = (struct entry_impl *)pub;
-    txn_rec(t, type, payload->data, payload->len);
-    esb_buf_free(payload);
-}
-
-void esb_txn_ack(struct esb_txn *t, const struct esb_entry *e)
-{
-    struct esb_buf p;
-    esb_buf_init(&p, SIZE_MAX);
-    esb__put_u64(&p, e->seq);
-    esb__put_name(&p, e->queue);
-    txn_resolve(t, e, ESB_REC_ACK, &p);
-}
-
-void esb_txn_retry(struct esb_txn *t, const struct esb_entry *e, uint64_t not_before_ms)
-{
-    struct esb_buf p;
-    esb_buf_init(&p, SIZE_MAX);
-    esb__put_u64(&p, e->seq);
-    esb__put_name(&p, e->queue);
-    esb__put_u32(&p, e->attempt + 1);
-    esb__put_u64(&p, not_before_ms ? not_before_ms : 1);
-    txn_resolve(t, e, ESB_REC_RETRY, &p);
-}
-
-void esb_txn_dead(struct esb_txn *t, const struct esb_entry *e, const char *dlq, const char *reason)
-{
-    struct esb_buf p;
-    esb_buf_init(&p, SIZE_MAX);
-    esb__put_u64(&p, e->seq);
-    esb__put_name(&p, e->queue);
-    esb__put_name(&p, dlq);
-    esb__put_u32(&p, e->attempt);
-    esb__put_reason(&p, reason);
-    txn_resolve(t, e, ESB_REC_DEAD, &p);
-}
-
-void esb_txn_mark(struct esb_txn *t, const char *key, uint64_t expires_ms)
-{
-    struct esb_buf p;
-    esb_buf_init(&p, SIZE_MAX);
-    esb__mark_payload(&p, key, expires_ms);
-    txn_rec(t, ESB_REC_DEDUP, p.data, p.len);
-    esb_buf_free(&p);
-}
-
-void esb_txn_mark_unique(struct esb_txn *t, const char *key, uint64_t expires_ms)
-{
-    struct txn_op *op = txn_op(t, OP_UNIQUE);
-    op->key = esb_strndup(key, strnlen(key, ESB__MAX_MARK_KEY));
-    esb_txn_mark(t, key, expires_ms);
-}
-
-static int pending_key_index(const struct esb_bus *bus, const char *key)
-{
-    for (size_t i = 0; i < bus->npending_keys; i++)
-        if (strcmp(bus->pending_keys[i], key) == 0) return (int)i;
-    return -1;
-}
-
-static void pending_key_drop(struct esb_bus *bus, const char *key)
-{
-    int i = pending_key_index(bus, key);
-    if (i >= 0) bus->pending_keys[i] = bus->pending_keys[--bus->npending_keys];
-}
-
-int esb_bus_marked(struct esb_bus *bus, const char *key)
-{
-    pthread_mutex_lock(&bus->lock);
-    struct mark *m = esb__mark_find(bus, key);
-    int marked = m && m->expires > esb_now_ms();
-    pthread_mutex_unlock(&bus->lock);
-    return marked;
-}
-
-/* Give each append record its seq, flag every record but the last as
- * "more of this transaction follows", and finish the headers (CRC). */
-static void txn_seal(struct esb_bus *bus, struct esb_txn *t)
-{
-    for (size_t i = 0; i < t->nops; i++) {
-        struct txn_op *op = &t->ops[i];
-        if (op->kind == OP_APPEND)
-            esb_put_u64(t->buf.data + op->rec_off + ESB_WAL_HDR,
-                        atomic_fetch_add(&bus->next_seq, 1));
-    }
-    for (size_t i = 0; i < t->nrecs; i++) {
-        uint8_t *rec = t->buf.data + t->recs[i];
-        rec[13] = i + 1 < t->nrecs ? ESB_WAL_F_MORE : 0;
-        esb_put_u32(rec + 4, esb_crc32c(0, rec + 8, 8 + (size_t)esb_get_u32(rec + 8)));
-    }
-}
-
 /* ---- commit ---- */
 
 /* Undo what commit reserved and marked for t (caller holds the lock). */
@@ -311,7 +106,7 @@ static void txn_unreserve(struct esb_bus *bus, struct esb_txn *t, size_t upto_op
             continue;
         }
         if (op->kind == OP_UNIQUE) {
-            pending_key_drop(bus, op->key);
+            esb__pending_key_drop(bus, op->key);
             continue;
         }
         for (size_t j = 0; j < op->nqueues; j++) {
@@ -356,7 +151,7 @@ static int txn_admit(struct esb_bus *bus, struct esb_txn *t, struct esb_err *err
         }
         if (op->kind == OP_UNIQUE) {
             struct mark *m = esb__mark_find(bus, op->key);
-            if ((m && m->expires > esb_now_ms()) || pending_key_index(bus, op->key) >= 0) {
+            if ((m && m->expires > esb_now_ms()) || esb__pending_key_index(bus, op->key) >= 0) {
                 txn_unreserve(bus, t, i);
                 return esb_err_set(err, ESB_EEXIST, "key %s is already marked", op->key);
             }
@@ -422,7 +217,7 @@ static int commit_start(struct esb_bus *bus, struct esb_txn *t, struct esb_err *
     else
         rc = txn_admit(bus, t, err);
     if (rc == 0) {
-        txn_seal(bus, t);
+        esb__txn_seal(bus, t);
         esb__pending_push(bus, t, 0);
     }
     pthread_mutex_unlock(&bus->lock);
@@ -517,7 +312,7 @@ static struct esb_txn *finish_list(struct esb_bus *bus, struct esb_txn *list, in
         } else {
             for (size_t i = 0; i < list->nops; i++) {
                 struct txn_op *op = &list->ops[i];
-                if (op->kind == OP_UNIQUE) pending_key_drop(bus, op->key);
+                if (op->kind == OP_UNIQUE) esb__pending_key_drop(bus, op->key);
                 if (op->kind == OP_RESOLVE) {
                     op->e->resolved = 1; /* applied: the entry is gone or moved */
                     op->e->ent = NULL;

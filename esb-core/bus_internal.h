@@ -195,6 +195,11 @@ void esb__abstime_after_ms(struct timespec *ts, uint64_t ms);
 int esb__sync_if_needed(struct esb_bus *bus);
 /* Queue t for the writer (at the head: before everything pending). */
 void esb__pending_push(struct esb_bus *bus, struct esb_txn *t, int at_head);
+/* bus_txn.c (bus->lock held): give appends their seq and finish every
+ * record header; the pending unique marks of admitted transactions. */
+void esb__txn_seal(struct esb_bus *bus, struct esb_txn *t);
+int esb__pending_key_index(const struct esb_bus *bus, const char *key);
+void esb__pending_key_drop(struct esb_bus *bus, const char *key);
 /* bus_maint.c: one maintenance pass (writer thread, lock held). */
 void esb__maintain_locked(struct esb_bus *bus);
 
