@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -84,7 +85,9 @@ static const struct esb_attr_spec http_in_attrs[] = {
      UINT64_C(86400000), NULL,
      "Idle time after which a connection is closed (whole seconds, rounded up)."},
     {"threads", ESB_ATTR_UINT, "2", offsetof(struct esb_http_in_conf, threads), 0, 1, 256, NULL,
-     "Server threads; each handles one request at a time while it is made durable."},
+     "Server threads. Each runs its own event loop on its own listening socket of the same "
+     "address (SO_REUSEPORT); the kernel spreads new connections over them. A request does not "
+     "hold its thread while the bus makes it durable."},
     {"mode", ESB_ATTR_ENUM, "one-way", offsetof(struct esb_http_in_conf, mode), 0, 0, 0,
      http_in_modes,
      "one-way: answer 202 once the message is durable; request-reply: hold the request until "
@@ -99,7 +102,13 @@ static const struct esb_attr_spec http_in_attrs[] = {
 struct reply_wait;
 
 struct http_in_state {
-    struct MHD_Daemon *daemon;
+    /* One single-threaded libmicrohttpd daemon per server thread, each on
+     * its own SO_REUSEPORT socket of the same address: the kernel spreads
+     * new connections over them (MHD's own thread pool lets whichever
+     * thread wakes first accept them all, so under a burst of connects one
+     * thread served everything). */
+    struct MHD_Daemon **daemons;
+    unsigned ndaemons;
     _Atomic int stopping; /* stop() began: answer 503 without calling the runtime */
     struct esb_runtime *rt;
     unsigned port; /* the bound port (useful with port 0) */
@@ -743,6 +752,30 @@ static void state_free(struct http_in_state *st)
     free(st);
 }
 
+/* Several daemons share the address through SO_REUSEPORT, which would
+ * also let them share it with another process of ours that listens there
+ * already. Bind a plain socket first: it fails when anyone holds the
+ * address, as a single listener would. Returns 0 or a negative errno. */
+static int probe_listen(const struct sockaddr *sa, socklen_t len)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1, rc = 0;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)); /* as MHD does */
+    if (bind(fd, sa, len) != 0) rc = -errno;
+    close(fd);
+    return rc;
+}
+
+/* Stop every running daemon of st and forget them. */
+static void stop_daemons(struct http_in_state *st)
+{
+    for (unsigned i = 0; i < st->ndaemons; i++) MHD_stop_daemon(st->daemons[i]);
+    free(st->daemons);
+    st->daemons = NULL;
+    st->ndaemons = 0;
+}
+
 static int http_in_check(struct esb_endpoint *ep, struct esb_err *err)
 {
     const struct esb_http_in_conf *conf = CONF(ep);
@@ -796,7 +829,7 @@ static int http_in_start(struct esb_endpoint *ep, struct esb_runtime *rt, struct
     }
 
     if (ep->state) { /* started before and stopped: start afresh */
-        if (((struct http_in_state *)ep->state)->daemon) {
+        if (((struct http_in_state *)ep->state)->ndaemons) {
             rc = esb_err_set(err, ESB_EINVAL, "http-in '%s': already running", ep->id);
             goto out;
         }
@@ -810,20 +843,46 @@ static int http_in_start(struct esb_endpoint *ep, struct esb_runtime *rt, struct
     flags |= MHD_ALLOW_SUSPEND_RESUME; /* both modes suspend while the bus works */
     unsigned timeout_s = (unsigned)((conf->timeout + 999) / 1000);
     if (timeout_s == 0) timeout_s = 1;
-    st->daemon = MHD_start_daemon(
-        flags, (uint16_t)port, NULL, NULL, handle, ep, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, ep,
-        MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_CONNECTION_LIMIT, (unsigned)conf->max_connections,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)conf->per_ip_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)HTTP_IN_CONN_MEMORY, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)conf->threads,
-        MHD_OPTION_NOTIFY_COMPLETED, request_done, ep, MHD_OPTION_END);
-    if (!st->daemon) {
-        rc = esb_err_set(err, ESB_EFAILED,
-                         "http-in '%s': cannot listen on %s (address in use or not available)",
-                         ep->id, conf->listen);
-        goto out;
+    unsigned n = (unsigned)conf->threads;
+    if (n > 1 && port != 0) {
+        socklen_t salen = sa == (const struct sockaddr *)&a4 ? sizeof(a4) : sizeof(a6);
+        int prc = probe_listen(sa, salen);
+        if (prc < 0) {
+            rc = esb_err_set(err, ESB_EFAILED, "http-in '%s': cannot listen on %s: %s", ep->id,
+                             conf->listen, esb_strerror(prc));
+            goto out;
+        }
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(st->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    unsigned conns = ((unsigned)conf->max_connections + n - 1) / n;
+    st->daemons = esb_calloc(n, sizeof(*st->daemons));
+    for (unsigned i = 0; i < n; i++) {
+        if (i == 1 && port == 0) { /* the others share the port the first one got */
+            const union MHD_DaemonInfo *info =
+                MHD_get_daemon_info(st->daemons[0], MHD_DAEMON_INFO_BIND_PORT);
+            port = info ? info->port : 0;
+            if (sa == (const struct sockaddr *)&a4)
+                a4.sin_port = htons((uint16_t)port);
+            else
+                a6.sin6_port = htons((uint16_t)port);
+        }
+        st->daemons[i] = MHD_start_daemon(
+            flags, (uint16_t)port, NULL, NULL, handle, ep, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, ep,
+            MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)(n > 1),
+            MHD_OPTION_CONNECTION_LIMIT, conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+            (unsigned)conf->per_ip_connections, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_IN_CONN_MEMORY,
+            MHD_OPTION_NOTIFY_COMPLETED, request_done, ep, MHD_OPTION_END);
+        if (!st->daemons[i]) {
+            rc = esb_err_set(err, ESB_EFAILED,
+                             "http-in '%s': cannot listen on %s (address in use or not available)",
+                             ep->id, conf->listen);
+            stop_daemons(st);
+            goto out;
+        }
+        st->ndaemons++;
+    }
+    const union MHD_DaemonInfo *info =
+        MHD_get_daemon_info(st->daemons[0], MHD_DAEMON_INFO_BIND_PORT);
     st->port = info ? info->port : port;
     esb_info("http-in=%s listening=%s port=%u", ep->id, conf->listen, st->port);
 out:
@@ -838,11 +897,10 @@ out:
 static void http_in_stop(struct esb_endpoint *ep)
 {
     struct http_in_state *st = ep ? ep->state : NULL;
-    if (!st || !st->daemon) return;
+    if (!st || !st->ndaemons) return;
     atomic_store(&st->stopping, 1);
     request_reply_stop(st);
-    MHD_stop_daemon(st->daemon);
-    st->daemon = NULL;
+    stop_daemons(st);
     esb_info("http-in=%s stopped", ep->id);
 }
 

@@ -75,6 +75,16 @@ ok "GET answers 405" [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0
 big=$(head -c 5000 /dev/zero | tr '\0' 'x')
 ok "body over max-body answers 413" [ "$(post /text "$big")" = 413 ]
 ok "esbd still alive" esbd_alive
+
+# http-in threads share the address through SO_REUSEPORT; a second esbd on
+# the same address must still be refused, not silently take a share of the
+# connections.
+mkdir -p "$T/second"
+sed -e "s|$T/bus|$T/second/bus|" -e 's|<http-in |<http-in threads="4" |' "$T/esb.xml" >"$T/second/esb.xml"
+ok "a second esbd on the same address exits non-zero" not timeout 10 "$ESBD" "$T/second/esb.xml" 2>"$T/second/log"
+ok "... saying the address is in use" grep -q "cannot listen on 127.0.0.1:$PORT: Address already in use" "$T/second/log"
+for i in 1 2 3 4 5 6 7 8; do post /text "after-second-$i" >/dev/null; done
+ok "every request still reaches the first esbd" wait_for 50 eval '[ "$(grep -l "after-second-" "$T"/out-other/* 2>/dev/null | wc -l)" = 8 ]'
 ok "exactly one file per routed message in out-big" [ "$(count_files "$T/out-big")" = 1 ]
 ok "clean stop on SIGTERM" esbd_stop
 done_testing
