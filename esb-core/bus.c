@@ -345,6 +345,42 @@ static void wake(struct esb_txn *w)
     }
 }
 
+/* Hand the finished txns w (in batch order) to the completer thread. */
+static void complete(struct esb_bus *bus, struct esb_txn *w)
+{
+    if (!w) return;
+    struct esb_txn *tail = w;
+    while (tail->next) tail = tail->next;
+    pthread_mutex_lock(&bus->done_lock);
+    if (bus->done_tail)
+        bus->done_tail->next = w;
+    else
+        bus->done_head = w;
+    bus->done_tail = tail;
+    pthread_cond_signal(&bus->done_cv);
+    pthread_mutex_unlock(&bus->done_lock);
+}
+
+static void *completer_main(void *arg)
+{
+    struct esb_bus *bus = arg;
+    pthread_mutex_lock(&bus->done_lock);
+    for (;;) {
+        struct esb_txn *w = bus->done_head;
+        if (!w) {
+            if (bus->completer_stop) break;
+            pthread_cond_wait(&bus->done_cv, &bus->done_lock);
+            continue;
+        }
+        bus->done_head = bus->done_tail = NULL;
+        pthread_mutex_unlock(&bus->done_lock);
+        wake(w);
+        pthread_mutex_lock(&bus->done_lock);
+    }
+    pthread_mutex_unlock(&bus->done_lock);
+    return NULL;
+}
+
 /* Apply a durable txn's records to the indexes (caller holds the lock). */
 static void txn_apply(struct esb_bus *bus, struct esb_txn *t)
 {
@@ -472,10 +508,7 @@ static void *writer_main(void *arg)
         struct esb_txn *list = bus->pending_head;
         bus->pending_head = bus->pending_tail = NULL;
         if (bus->failed) {
-            struct esb_txn *w = finish_list(bus, list, ESB_EFAILED);
-            pthread_mutex_unlock(&bus->lock);
-            wake(w);
-            pthread_mutex_lock(&bus->lock);
+            complete(bus, finish_list(bus, list, ESB_EFAILED));
             continue;
         }
         pthread_mutex_unlock(&bus->lock);
@@ -500,10 +533,8 @@ static void *writer_main(void *arg)
             struct esb_txn *w2 = finish_list(bus, bus->pending_head, ESB_EFAILED);
             bus->pending_head = bus->pending_tail = NULL;
             pthread_cond_broadcast(&bus->ready_cv);
-            pthread_mutex_unlock(&bus->lock);
-            wake(w);
-            wake(w2);
-            pthread_mutex_lock(&bus->lock);
+            complete(bus, w);
+            complete(bus, w2);
             call_fatal(bus);
             continue;
         } else {
@@ -511,9 +542,7 @@ static void *writer_main(void *arg)
                       esb_strerror(rc));
             w = finish_list(bus, list, rc);
         }
-        pthread_mutex_unlock(&bus->lock);
-        wake(w);
-        pthread_mutex_lock(&bus->lock);
+        complete(bus, w);
     }
     if (!bus->failed && esb__sync_if_needed(bus) < 0) call_fatal(bus);
     pthread_mutex_unlock(&bus->lock);
@@ -547,6 +576,13 @@ static void free_queue(void *v)
 
 static void bus_free(struct esb_bus *bus)
 {
+    if (bus->completer_started) { /* after the writer: it drains what is left */
+        pthread_mutex_lock(&bus->done_lock);
+        bus->completer_stop = 1;
+        pthread_cond_signal(&bus->done_cv);
+        pthread_mutex_unlock(&bus->done_lock);
+        pthread_join(bus->completer, NULL);
+    }
     esb_wal_close(bus->wal);
     esb__strmap_free(&bus->queues, free_queue);
     esb__strmap_free(&bus->topics, free_topic);
@@ -557,6 +593,8 @@ static void bus_free(struct esb_bus *bus)
     pthread_cond_destroy(&bus->writer_cv);
     pthread_cond_destroy(&bus->commit_cv);
     pthread_cond_destroy(&bus->ready_cv);
+    pthread_mutex_destroy(&bus->done_lock);
+    pthread_cond_destroy(&bus->done_cv);
     free(bus->dir);
     free(bus);
 }
@@ -578,6 +616,8 @@ int esb_bus_open(const struct esb_bus_opts *opts, struct esb_bus **out, struct e
     cond_init_mono(&bus->writer_cv);
     cond_init_mono(&bus->commit_cv);
     cond_init_mono(&bus->ready_cv);
+    pthread_mutex_init(&bus->done_lock, NULL);
+    pthread_cond_init(&bus->done_cv, NULL);
 
     struct esb_wal_opts wo = {.io = bus->opts.io, .segment_size = bus->opts.segment_size};
     struct esb_wal_stats ws;
@@ -603,6 +643,12 @@ int esb_bus_open(const struct esb_bus_opts *opts, struct esb_bus **out, struct e
                   "(see %s/quarantine)",
                   bus->dir, (unsigned long long)ws.corrupt, (unsigned long long)ws.corrupt_bytes,
                   bus->dir);
+    rc = pthread_create(&bus->completer, NULL, completer_main, bus);
+    if (rc != 0) {
+        bus_free(bus);
+        return esb_err_set(err, -rc, "bus: cannot start the completer thread: %s", strerror(rc));
+    }
+    bus->completer_started = 1;
     rc = pthread_create(&bus->writer, NULL, writer_main, bus);
     if (rc != 0) {
         bus_free(bus);

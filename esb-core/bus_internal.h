@@ -134,6 +134,15 @@ struct esb_bus {
     pthread_cond_t writer_cv, commit_cv, ready_cv;
     pthread_t writer;
     int writer_started, closing, failed;
+    /* The completer thread wakes the committers of written batches (posts
+     * their semaphores, calls their callbacks) while the writer already
+     * writes and syncs the next batch. Its own lock: never held with
+     * bus->lock. */
+    pthread_t completer;
+    pthread_mutex_t done_lock;
+    pthread_cond_t done_cv;
+    struct esb_txn *done_head, *done_tail;
+    int completer_started, completer_stop;
     char fail_why[256];
     _Atomic uint64_t next_seq;
 
