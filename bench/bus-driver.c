@@ -6,10 +6,11 @@
  *       the growing end of a plain file (no O_APPEND), then one fdatasync;
  *       repeat. The same kind of access the bus writer makes.
  *   bus-driver bus --producers N [--size B] [--seconds S] [--warmup W]
- *                  [--fsync always|never|interval:MS] --dir D
+ *                  [--fsync always|never|interval:MS] [--preallocate 0|1] --dir D
  *       N producer threads, each calling esb_bus_append of a message with a
  *       B-byte body to one queue in a loop. Counts appends that returned 0
- *       and completed inside the measured window.
+ *       and completed inside the measured window. --preallocate (default 1,
+ *       as esbd's <bus preallocate="true">) rolls to zero-filled segments.
  *   bus-driver handoff [--pin none|same|cross] [--seconds S] [--warmup W]
  *       No I/O: the round trip of one request from a "producer" thread to a
  *       "writer" thread and back through one mutex and two condition
@@ -58,6 +59,7 @@ struct opts {
     size_t size;
     double seconds, warmup;
     int keep;
+    int preallocate;
 };
 
 static void usage(void)
@@ -66,7 +68,8 @@ static void usage(void)
             "usage: bus-driver raw --per-sync N [--size B] [--seconds S] [--warmup W] --dir D "
             "[--keep]\n"
             "       bus-driver bus --producers N [--size B] [--seconds S] [--warmup W]\n"
-            "                      [--fsync always|never|interval:MS] --dir D [--keep]\n"
+            "                      [--fsync always|never|interval:MS] [--preallocate 0|1] --dir D "
+            "[--keep]\n"
             "       bus-driver handoff [--pin none|same|cross] [--seconds S] [--warmup W]\n");
     exit(2);
 }
@@ -114,6 +117,7 @@ static void parse(int argc, char **argv, struct opts *o)
     o->pin = "none";
     o->per_sync = 1;
     o->producers = 1;
+    o->preallocate = 1;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--keep") == 0) {
@@ -126,6 +130,8 @@ static void parse(int argc, char **argv, struct opts *o)
             o->dir = v;
         else if (strcmp(a, "--fsync") == 0)
             o->fsync = v;
+        else if (strcmp(a, "--preallocate") == 0)
+            o->preallocate = (int)num_arg(a, v, 0, 1);
         else if (strcmp(a, "--pin") == 0)
             o->pin = v;
         else if (strcmp(a, "--per-sync") == 0)
@@ -424,6 +430,7 @@ static int run_bus(const struct opts *o)
     char *dir = make_run_dir(o->dir, "bus");
     struct esb_bus_opts bo = {0};
     bo.dir = dir;
+    bo.preallocate = o->preallocate;
     if (esb_fsync_parse(o->fsync, &bo.fsync, &bo.fsync_interval_ms) != 0) {
         fprintf(stderr, "bus-driver: bad --fsync '%s'\n", o->fsync);
         exit(2);

@@ -619,7 +619,9 @@ int esb_bus_open(const struct esb_bus_opts *opts, struct esb_bus **out, struct e
     pthread_mutex_init(&bus->done_lock, NULL);
     pthread_cond_init(&bus->done_cv, NULL);
 
-    struct esb_wal_opts wo = {.io = bus->opts.io, .segment_size = bus->opts.segment_size};
+    struct esb_wal_opts wo = {.io = bus->opts.io,
+                              .segment_size = bus->opts.segment_size,
+                              .preallocate = bus->opts.preallocate};
     struct esb_wal_stats ws;
     bus->recovering = 1;
     int rc = esb_wal_open(bus->dir, &wo, recover_visit, bus, &bus->wal, &ws, err);

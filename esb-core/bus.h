@@ -43,6 +43,7 @@ struct esb_bus_opts {
     enum esb_fsync_policy fsync;  /* default ALWAYS */
     unsigned fsync_interval_ms;   /* for INTERVAL; default 100 */
     uint64_t segment_size;        /* default 64 MiB */
+    int preallocate;              /* roll to zero-filled segments (wal_spare.h); default off */
     uint64_t max_disk;            /* total log bytes; 0 = no limit */
     uint64_t disk_low_water;      /* refuse appends when the fs has less free; 0 = off */
     uint64_t queue_max_entries;   /* default per-queue entry limit; 0 = none */

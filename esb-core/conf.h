@@ -45,6 +45,7 @@ struct esb_config_bus {
     uint64_t fsync_interval_ms;
     uint64_t segment_size, max_disk, disk_low_water;
     uint64_t queue_max_entries, queue_max_bytes;
+    int preallocate; /* default 1 */
 };
 
 /* <admin listen="127.0.0.1:9090" token-file="var/admin.token"/>: the admin

@@ -108,6 +108,7 @@ static const struct esb_attr_spec log_spec[] = {
 struct bus_attrs {
     char *dir, *fsync;
     uint64_t segment_size, max_disk, disk_low_water, queue_max_entries, queue_max_bytes;
+    int preallocate;
 };
 
 #define MB (UINT64_C(1) << 20)
@@ -120,6 +121,10 @@ static const struct esb_attr_spec bus_spec[] = {
      "the last N ms) or `never` (only on segment roll and close)."},
     {"segment-size", ESB_ATTR_SIZE, "64MB", offsetof(struct bus_attrs, segment_size), 0, MB,
      MB << 14, NULL, "Size at which the log rolls to a new segment file."},
+    {"preallocate", ESB_ATTR_BOOL, "true", offsetof(struct bus_attrs, preallocate), 0, 0, 0, NULL,
+     "Roll to segment files that a background thread has filled with zeros beforehand (paced, "
+     "one spare segment on disk), so that an fdatasync writes only the data, not the file's "
+     "size too: about 1.5x the commit rate on ext4. `false`: segments grow as they are written."},
     {"max-disk", ESB_ATTR_SIZE, "0", offsetof(struct bus_attrs, max_disk), 0, 0, 0, NULL,
      "Most bytes the log may use; above it new input is refused (back-pressure). 0 = no limit."},
     {"disk-low-water", ESB_ATTR_SIZE, "256MB", offsetof(struct bus_attrs, disk_low_water), 0, 0, 0,
@@ -266,6 +271,7 @@ void esb_config_bus_opts(const struct esb_config *c, struct esb_bus_opts *o)
     o->fsync = (enum esb_fsync_policy)c->bus.fsync;
     o->fsync_interval_ms = (unsigned)c->bus.fsync_interval_ms;
     o->segment_size = c->bus.segment_size;
+    o->preallocate = c->bus.preallocate;
     o->max_disk = c->bus.max_disk;
     o->disk_low_water = c->bus.disk_low_water;
     o->queue_max_entries = c->bus.queue_max_entries;
@@ -349,6 +355,7 @@ static void load_bus(struct loader *l, const struct esb__config_item *it)
     b->fsync = (int)pol;
     b->fsync_interval_ms = pol == ESB_FSYNC_INTERVAL ? ival : 0;
     b->segment_size = a.segment_size;
+    b->preallocate = a.preallocate;
     b->max_disk = a.max_disk;
     b->disk_low_water = a.disk_low_water;
     b->queue_max_entries = a.queue_max_entries;

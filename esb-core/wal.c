@@ -18,6 +18,7 @@
 #include "crc32c.h"
 #include "io.h"
 #include "log.h"
+#include "wal_spare.h"
 
 #define DEFAULT_SEGMENT_SIZE (64ull * 1024 * 1024)
 #define READ_AHEAD           4096
@@ -26,7 +27,8 @@
 struct segment {
     uint32_t no;
     int fd;
-    uint64_t size;
+    uint64_t size; /* bytes of records */
+    uint64_t phys; /* bytes in the file: more than size when zero-filled ahead */
 };
 
 struct esb_wal {
@@ -35,6 +37,8 @@ struct esb_wal {
     int lockfd; /* flock on DIR/LOCK: one process per bus directory */
     char *dir;
     uint64_t segment_size;
+    struct esb_wal_spare *spare; /* preallocate: the next segment, zero-filled */
+    int preallocate;
     int broken; /* a failed cut-back left garbage we could not remove */
     /* segs is read by any thread (esb_wal_read) and changed only by the
      * writer (roll, delete) under the write lock. */
@@ -196,6 +200,13 @@ static int scan_segment(struct esb_wal *w, struct segment *s, int last, esb_wal_
             txn = SIZE_MAX;
             continue;
         }
+        if (txn == SIZE_MAX && (w->preallocate || !last) && esb_all_zero(buf + pos, size - pos)) {
+            /* Zeros to the end: space filled ahead for records to come (a
+             * segment taken from the spare; a crash while rolling can
+             * leave it on one that is no longer the newest). Not data. */
+            size = pos;
+            break;
+        }
         size_t next = resync(buf, pos + 1, size);
         if (next == size && last) break; /* a torn tail: cut below */
         size_t from = txn != SIZE_MAX ? txn : pos;
@@ -209,6 +220,7 @@ static int scan_segment(struct esb_wal *w, struct segment *s, int last, esb_wal_
         pos = next;
         txn = SIZE_MAX;
     }
+    s->size = size; /* the records; s->phys stays the file's size */
     size_t cut = txn != SIZE_MAX ? txn : pos;
     if (cut < size && last) {
         esb_warn("wal torn tail cut segment=%s/%020u.seg offset=%zu bytes=%zu", w->dir, s->no, cut,
@@ -221,7 +233,7 @@ static int scan_segment(struct esb_wal *w, struct segment *s, int last, esb_wal_
             goto out;
         }
         st->truncated_bytes += size - cut;
-        s->size = cut;
+        s->size = s->phys = cut;
     } else if (cut < size) {
         esb_error("wal CORRUPT unfinished transaction skipped segment=%s/%020u.seg offset=%zu "
                   "bytes=%zu",
@@ -275,7 +287,7 @@ static int create_segment(struct esb_wal *w, uint32_t no, struct esb_err *err)
         return esb_err_set(err, rc, "syncing log directory %s: %s", w->dir, esb_strerror(rc));
     }
     pthread_rwlock_wrlock(&w->lock);
-    add_segment(w, (struct segment){.no = no, .fd = fd, .size = 0});
+    add_segment(w, (struct segment){.no = no, .fd = fd, .size = 0, .phys = 0});
     pthread_rwlock_unlock(&w->lock);
     return 0;
 }
@@ -309,7 +321,7 @@ static int list_segments(struct esb_wal *w, struct esb_err *err)
         if (sz < 0)
             return esb_err_set(err, (int)sz, "sizing log segment %s/%s: %s", w->dir, name,
                                esb_strerror((int)sz));
-        w->segs[i].size = (uint64_t)sz;
+        w->segs[i].size = w->segs[i].phys = (uint64_t)sz;
     }
     return 0;
 }
@@ -323,6 +335,7 @@ int esb_wal_open(const char *dir, const struct esb_wal_opts *opts, esb_wal_visit
     *out = NULL;
     w->io = opts && opts->io ? opts->io : esb_io_posix();
     w->segment_size = opts && opts->segment_size ? opts->segment_size : DEFAULT_SEGMENT_SIZE;
+    w->preallocate = opts && opts->preallocate;
     w->dir = esb_strdup(dir);
     w->dirfd = -1;
     w->lockfd = -1;
@@ -360,6 +373,7 @@ int esb_wal_open(const char *dir, const struct esb_wal_opts *opts, esb_wal_visit
         rc = create_segment(w, 1, err);
         if (rc < 0) goto fail;
     }
+    if (w->preallocate) w->spare = esb_wal_spare_start(w->io, w->dirfd, w->dir, w->segment_size);
     if (stats) *stats = st;
     *out = w;
     return 0;
@@ -371,6 +385,7 @@ fail:
 void esb_wal_close(struct esb_wal *w)
 {
     if (!w) return;
+    esb_wal_spare_stop(w->spare);
     for (size_t i = 0; i < w->nsegs; i++)
         if (w->segs[i].fd >= 0) w->io->close(w->io, w->segs[i].fd);
     if (w->dirfd >= 0) close(w->dirfd);
@@ -386,16 +401,38 @@ static struct segment *active(struct esb_wal *w)
     return &w->segs[w->nsegs - 1];
 }
 
-/* Sync the active segment and start the next one. */
+/* Sync the active segment and start the next one: the spare if one is
+ * ready, else a new empty file. */
 static int roll(struct esb_wal *w)
 {
-    int rc = w->io->fdatasync(w->io, active(w)->fd);
+    struct segment *s = active(w);
+    int rc = 0;
+    if (s->phys > s->size) { /* drop the unused zeros: only records stay */
+        rc = w->io->ftruncate(w->io, s->fd, (off_t)s->size);
+        if (rc == 0) s->phys = s->size;
+    }
+    if (rc == 0) rc = w->io->fdatasync(w->io, s->fd);
     if (rc < 0) {
         w->broken = 1; /* the old segment's tail may not be durable */
         return rc;
     }
+    uint32_t no = s->no + 1;
+    if (w->spare) {
+        char name[32];
+        seg_name(name, sizeof(name), no);
+        int fd = esb_wal_spare_take(w->spare, name);
+        if (fd >= 0) {
+            pthread_rwlock_wrlock(&w->lock);
+            add_segment(w,
+                        (struct segment){.no = no, .fd = fd, .size = 0, .phys = w->segment_size});
+            pthread_rwlock_unlock(&w->lock);
+            return 0;
+        }
+        if (fd != -EAGAIN)
+            esb_warn("wal spare segment not used dir=%s error=\"%s\"", w->dir, esb_strerror(fd));
+    }
     struct esb_err err;
-    rc = create_segment(w, active(w)->no + 1, &err);
+    rc = create_segment(w, no, &err);
     if (rc < 0) esb_error("wal roll failed: %s", err.msg);
     return rc;
 }
@@ -446,6 +483,7 @@ int esb_wal_append(struct esb_wal *w, const struct iovec *iov, int iovcnt, size_
     if (rc < 0) {
         /* Nothing of a failed batch may stay: cut back to where it began. */
         int trc = w->io->ftruncate(w->io, s->fd, (off_t)s->size);
+        if (trc == 0) s->phys = s->size;
         if (trc < 0) {
             esb_error("wal cannot cut back a failed write segment=%s/%020u.seg error=\"%s\"",
                       w->dir, s->no, esb_strerror(trc));
@@ -457,6 +495,7 @@ int esb_wal_append(struct esb_wal *w, const struct iovec *iov, int iovcnt, size_
     start->seg = s->no;
     start->off = s->size;
     s->size += total;
+    if (s->phys < s->size) s->phys = s->size;
     w->total += total;
     return 0;
 }

@@ -66,6 +66,10 @@ typedef int (*esb_wal_visit_fn)(void *ctx, struct esb_wal_pos pos, uint8_t type,
 struct esb_wal_opts {
     struct esb_io *io;     /* NULL: esb_io_posix() */
     uint64_t segment_size; /* roll after this many bytes; 0: 64 MiB */
+    /* Nonzero: roll to segments zero-filled ahead by a background thread
+     * (wal_spare.h), so that a sync need not write the file's size too.
+     * Recovery then takes zeros up to a segment's end as free space. */
+    int preallocate;
 };
 
 /* What recovery found; filled by esb_wal_open. */

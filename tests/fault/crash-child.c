@@ -50,8 +50,8 @@ static void *appender(void *arg)
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: crash-child DIR RUN\n");
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: crash-child DIR RUN [PREALLOCATE]\n");
         return 64;
     }
     esb_log_set_level(ESB_LOG_ERROR);
@@ -61,6 +61,7 @@ int main(int argc, char **argv)
         .fsync = ESB_FSYNC_ALWAYS,
         .segment_size = 16 * 1024,
         .compact_interval_ms = 5,
+        .preallocate = argc == 4 && strcmp(argv[3], "1") == 0,
     };
     struct esb_err err = {0};
     if (esb_bus_open(&o, &bus, &err) != 0) {

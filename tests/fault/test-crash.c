@@ -18,6 +18,10 @@
  * a body of an earlier run seen again would be an acked entry come back,
  * and fails the "produced by this run" check.
  *
+ * Odd runs (child and check) open the bus with preallocate (segments
+ * taken from a zero-filled spare, zero tails kept), even runs without:
+ * both modes, and each recovering what the other left.
+ *
  * The delays come from a seed printed as a diagnostic; ESB_CRASH_SEED=N
  * repeats a run's schedule. crash-child is found next to this program
  * (argv[0]'s directory), else in $top_builddir/tests/fault, or at
@@ -40,8 +44,9 @@
 #include "faultutil.h"
 #include "log.h"
 
-#define THREADS 4
-#define QUEUE   "crash"
+#define THREADS     4
+#define PREALLOC(r) ((r) % 2 == 1)
+#define QUEUE       "crash"
 
 static uint64_t mono_ms(void)
 {
@@ -108,12 +113,13 @@ static int run_child(const char *child, const char *dir, unsigned long run, unsi
     if (pipe2(pfd, O_CLOEXEC) != 0) bail("pipe: %s", strerror(errno));
     char runs[32];
     snprintf(runs, sizeof(runs), "%lu", run);
+    const char *prealloc = PREALLOC(run) ? "1" : "0";
     fflush(stdout);
     pid_t pid = fork();
     if (pid < 0) bail("fork: %s", strerror(errno));
     if (pid == 0) {
         if (dup2(pfd[1], STDOUT_FILENO) < 0) _exit(126);
-        execl(child, child, dir, runs, (char *)NULL);
+        execl(child, child, dir, runs, prealloc, (char *)NULL);
         _exit(127);
     }
     close(pfd[1]);
@@ -172,7 +178,7 @@ static int iteration(const char *child, const char *dir, unsigned long run, unsi
 
     /* What survived. */
     struct esb_bus_stats st;
-    struct esb_bus_opts o = {.segment_size = 16 * 1024};
+    struct esb_bus_opts o = {.segment_size = 16 * 1024, .preallocate = PREALLOC(run)};
     struct esb_bus *bus = fu_open(dir, &o, &st);
     struct esb_entry **held = NULL;
     size_t nheld = 0;
