@@ -4,9 +4,13 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bus_internal.h"
 #include "crc32c.h"
@@ -190,6 +194,7 @@ static int txn_admit(struct esb_bus *bus, struct esb_txn *t, struct esb_err *err
 void esb__pending_push(struct esb_bus *bus, struct esb_txn *t, int at_head)
 {
     t->next = NULL;
+    t->batch = bus->next_batch;
     if (at_head) {
         t->next = bus->pending_head;
         bus->pending_head = t;
@@ -230,8 +235,10 @@ int esb_bus_commit(struct esb_bus *bus, struct esb_txn *t, struct esb_err *err)
     t->cb = NULL;
     int rc = commit_start(bus, t, err);
     if (rc < 0) return rc;
-    while (sem_wait(&t->done) != 0) {
-    } /* EINTR */
+    uint32_t b = t->batch, d;
+    while ((int32_t)((d = atomic_load_explicit(&bus->done_batch, memory_order_acquire)) - b) < 0)
+        (void)syscall(SYS_futex, &bus->done_batch, FUTEX_WAIT_BITSET_PRIVATE, d, NULL, NULL,
+                      1u << (b & 31));
     rc = t->rc;
     if (rc == ESB_EFAILED) {
         pthread_mutex_lock(&bus->lock);
@@ -331,18 +338,26 @@ static struct esb_txn *finish_list(struct esb_bus *bus, struct esb_txn *list, in
     return wake_list;
 }
 
-/* Wake the committers of finished txns (without the lock). A woken
- * committer may free its txn at once: read next before posting. */
-static void wake(struct esb_txn *w)
+/* Wake the committers of finished txns (without the lock): call the
+ * callbacks, then publish the last batch and wake its waiting committers
+ * with one futex call. A callback may free its txn, and a committer its
+ * own once woken: read what is needed first. */
+static void wake(struct esb_bus *bus, struct esb_txn *w)
 {
+    uint32_t last = 0, bits = 0;
     while (w) {
         struct esb_txn *next = w->next;
+        last = w->batch;
         if (w->cb)
             w->cb(w->cb_ctx, w->rc); /* may free w */
         else
-            sem_post(&w->done);
+            bits |= 1u << (last & 31);
         w = next;
     }
+    atomic_store_explicit(&bus->done_batch, last, memory_order_release);
+    if (bits)
+        (void)syscall(SYS_futex, &bus->done_batch, FUTEX_WAKE_BITSET_PRIVATE, INT_MAX, NULL, NULL,
+                      bits);
 }
 
 /* Hand the finished txns w (in batch order) to the completer thread. */
@@ -374,7 +389,7 @@ static void *completer_main(void *arg)
         }
         bus->done_head = bus->done_tail = NULL;
         pthread_mutex_unlock(&bus->done_lock);
-        wake(w);
+        wake(bus, w);
         pthread_mutex_lock(&bus->done_lock);
     }
     pthread_mutex_unlock(&bus->done_lock);
@@ -507,6 +522,7 @@ static void *writer_main(void *arg)
         }
         struct esb_txn *list = bus->pending_head;
         bus->pending_head = bus->pending_tail = NULL;
+        bus->next_batch++;
         if (bus->failed) {
             complete(bus, finish_list(bus, list, ESB_EFAILED));
             continue;
@@ -532,6 +548,7 @@ static void *writer_main(void *arg)
             w = finish_list(bus, list, ESB_EFAILED);
             struct esb_txn *w2 = finish_list(bus, bus->pending_head, ESB_EFAILED);
             bus->pending_head = bus->pending_tail = NULL;
+            bus->next_batch++;
             pthread_cond_broadcast(&bus->ready_cv);
             complete(bus, w);
             complete(bus, w2);
@@ -612,6 +629,8 @@ int esb_bus_open(const struct esb_bus_opts *opts, struct esb_bus **out, struct e
     if (!bus->opts.compact_interval_ms) bus->opts.compact_interval_ms = DEFAULT_MAINT_MS;
     if (!bus->opts.io) bus->opts.io = esb_io_posix();
     atomic_store(&bus->next_seq, 1);
+    bus->next_batch = 1;
+    atomic_store(&bus->done_batch, 0);
     pthread_mutex_init(&bus->lock, NULL);
     cond_init_mono(&bus->writer_cv);
     cond_init_mono(&bus->commit_cv);

@@ -8,7 +8,6 @@
 #define ESB_BUS_INTERNAL_H
 
 #include <pthread.h>
-#include <semaphore.h>
 #include <stdatomic.h>
 #include <time.h>
 
@@ -112,7 +111,7 @@ struct esb_txn {
     int detached; /* written by the bus itself (compaction); freed after apply */
     /* commit state, under bus->lock */
     struct esb_txn *next;
-    sem_t done;                    /* posted by the writer when rc is set (esb_bus_commit) */
+    uint32_t batch;                /* the writer batch it goes out in (esb_bus_commit waits) */
     void (*cb)(void *ctx, int rc); /* or called (esb_bus_commit_async) */
     void *cb_ctx;
     int rc;
@@ -135,7 +134,7 @@ struct esb_bus {
     pthread_t writer;
     int writer_started, closing, failed;
     /* The completer thread wakes the committers of written batches (posts
-     * their semaphores, calls their callbacks) while the writer already
+     * them up through done_batch, calls their callbacks) while the writer already
      * writes and syncs the next batch. Its own lock: never held with
      * bus->lock. */
     pthread_t completer;
@@ -143,6 +142,14 @@ struct esb_bus {
     pthread_cond_t done_cv;
     struct esb_txn *done_head, *done_tail;
     int completer_started, completer_stop;
+    /* Batch numbers: a txn queued now goes out in next_batch (under
+     * lock; the writer moves it on when it takes the pending list). The
+     * completer publishes the last batch whose committers may return in
+     * done_batch, a futex word: esb_bus_commit waits on it with the bit
+     * (batch % 32), so one FUTEX_WAKE_BITSET wakes a batch's committers
+     * and not those of the batch being written. */
+    uint32_t next_batch;
+    _Atomic uint32_t done_batch;
     char fail_why[256];
     _Atomic uint64_t next_seq;
 

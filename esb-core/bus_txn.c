@@ -15,7 +15,6 @@ struct esb_txn *esb_txn_new(void)
 {
     struct esb_txn *t = esb_calloc(1, sizeof(*t));
     esb_buf_init(&t->buf, SIZE_MAX);
-    sem_init(&t->done, 0, 0);
     return t;
 }
 
@@ -30,7 +29,6 @@ void esb_txn_free(struct esb_txn *t)
     free(t->ops);
     free(t->recs);
     esb_buf_free(&t->buf);
-    sem_destroy(&t->done);
     free(t);
 }
 
