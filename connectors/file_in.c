@@ -573,6 +573,7 @@ static void *file_in_main(void *arg)
 {
     struct file_in_state *st = arg;
     const struct esb_file_in_conf *conf = CONF(st->ep);
+    esb_thread_name("esb-in-%s", st->ep->id);
     while (!atomic_load(&st->stop)) {
         uint64_t wait = conf->poll_interval;
         int pending = drain_work(st) > 0;

@@ -460,6 +460,7 @@ static void shutting_down(struct http_out_state *st, struct req *r)
 static void *run(void *arg)
 {
     struct http_out_state *st = arg;
+    esb_thread_name("esb-curl-%s", st->ep->id);
     for (;;) {
         pthread_mutex_lock(&st->lock);
         int stopping = st->stopping;

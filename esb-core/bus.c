@@ -378,6 +378,7 @@ static void complete(struct esb_bus *bus, struct esb_txn *w)
 
 static void *completer_main(void *arg)
 {
+    esb_thread_name("esb-bus-done");
     struct esb_bus *bus = arg;
     pthread_mutex_lock(&bus->done_lock);
     for (;;) {
@@ -492,6 +493,7 @@ int esb__sync_if_needed(struct esb_bus *bus)
 
 static void *writer_main(void *arg)
 {
+    esb_thread_name("esb-bus-write");
     struct esb_bus *bus = arg;
     pthread_mutex_lock(&bus->lock);
     for (;;) {

@@ -315,6 +315,7 @@ struct worker {
     pthread_cond_t cv;
     struct pending_commit *done; /* durable (or failed), to be finished */
     unsigned inflight;
+    unsigned no; /* 0-based, for the thread's name */
 };
 
 #define WORKER_MAX_INFLIGHT 256 /* hand-offs a worker may have in the bus at once */
@@ -451,6 +452,7 @@ static void *worker_main(void *arg)
     struct generation *g = NULL;
     struct esb_route_scratch *scratch = NULL;
     unsigned seen = ~0u;
+    esb_thread_name("esb-worker-%u", w->no);
     for (;;) {
         finish_commits(w);
         pthread_mutex_lock(&w->lock);
@@ -598,6 +600,7 @@ int esb_runtime_start(struct esb_config *cfg, void (*on_fatal)(void *ctx, const 
     rt->wstate = esb_calloc(nw, sizeof(*rt->wstate));
     for (size_t i = 0; i < nw; i++) {
         rt->wstate[i].rt = rt;
+        rt->wstate[i].no = (unsigned)i;
         pthread_mutex_init(&rt->wstate[i].lock, NULL);
         pthread_cond_init(&rt->wstate[i].cv, NULL);
     }

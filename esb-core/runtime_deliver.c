@@ -190,6 +190,7 @@ static void *dispatcher_main(void *arg)
 {
     struct esb__dispatcher *d = arg;
     struct esb_bus *bus = esb_runtime_bus(d->rt);
+    esb_thread_name("esb-out-%s", d->ep->id);
     for (;;) {
         pthread_mutex_lock(&d->lock);
         struct outcome *list = d->done;

@@ -94,6 +94,7 @@ static struct waiter *take_locked(struct esb__replies *w, const char *id)
 static void *timeout_main(void *arg)
 {
     struct esb__replies *w = arg;
+    esb_thread_name("esb-reply-tmo");
     pthread_mutex_lock(&w->lock);
     while (!w->thread_stop) {
         uint64_t now = esb_mono_ns();

@@ -46,6 +46,9 @@ char *esb_strndup(const char *s, size_t n);
 
 /* Clocks in milliseconds / nanoseconds. */
 uint64_t esb_now_ms(void);  /* CLOCK_REALTIME, ms since the epoch */
+/* Name the calling thread for ps/top/perf (at most 15 characters are
+ * kept). */
+void esb_thread_name(const char *fmt, ...) ESB_PRINTF(1, 2);
 uint64_t esb_mono_ns(void); /* CLOCK_MONOTONIC */
 
 /* Little-endian packing. */

@@ -87,6 +87,7 @@ static int fill(struct esb_wal_spare *sp, const uint8_t *zeros)
 
 static void *filler_main(void *arg)
 {
+    esb_thread_name("esb-bus-spare");
     struct esb_wal_spare *sp = arg;
     uint8_t *zeros = esb_calloc(1, ZERO_CHUNK);
     pthread_mutex_lock(&sp->lock);
