@@ -17,15 +17,7 @@ esb_setup
 mkdir -p "$T/out"
 
 # A port nobody listens on (the admin API's; $PORT is http-in's).
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 30000))
-        [ "$p" = "$PORT" ] && continue
-        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-    done
-}
-APORT=$(free_port)
+APORT=$(pick_free_port)
 ADMIN_HOST=127.0.0.1
 
 # config [EXTRA-ROUTE-XML]

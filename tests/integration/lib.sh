@@ -79,7 +79,8 @@ done_testing() {
 
 esb_setup() {
     T=$(mktemp -d "${TMPDIR:-/tmp}/esb-it-XXXXXX")
-    PORT=$((20000 + RANDOM % 30000))
+    PORT=
+    PORT=$(pick_free_port)
     trap 'cleanup' EXIT
 }
 
@@ -109,9 +110,16 @@ esbd_start() {
         wait "$ESBD_PID" 2>/dev/null
         ESBD_PID=
         if grep -q "Address already in use\|EADDRINUSE\|address in use" "$T/esbd.log"; then
-            local old=$PORT
-            PORT=$((20000 + RANDOM % 30000))
-            sed -i "s|:$old\"|:$PORT\"|g" "$T/esb.xml"
+            # Another process took the port meanwhile: move whichever port
+            # the error names (http-in's $PORT, an admin port $APORT, ...).
+            local old new v
+            old=$(grep -o "cannot listen on [^ ]*:[0-9]*" "$T/esbd.log" | tail -1 | sed 's/.*://')
+            [ -n "$old" ] || old=$PORT
+            new=$(pick_free_port)
+            sed -i "s|:$old\"|:$new\"|g" "$T/esb.xml"
+            for v in PORT APORT; do
+                [ "${!v:-}" = "$old" ] && printf -v "$v" '%s' "$new"
+            done
             continue
         fi
         bail "esbd did not start"
