@@ -413,10 +413,16 @@ static void txn_apply(struct esb_bus *bus, struct esb_txn *t)
     for (size_t i = 0; i < t->nops; i++) {
         struct txn_op *op = &t->ops[i];
         if (op->kind != OP_APPEND) continue;
+        uint64_t seq = esb_get_u64(t->buf.data + op->rec_off + ESB_WAL_HDR);
         for (size_t j = 0; j < op->nqueues; j++) {
             struct queue *q = esb__queue_get(bus, op->queues[j], 1);
             q->reserved_entries--;
             q->reserved_bytes -= op->bytes;
+            struct ent *e = esb__u64map_get(&q->ents, seq);
+            if (e && !e->msg && op->msg && bus->cache_bytes + e->rec_len <= ESB__CACHE_MAX) {
+                e->msg = esb_msg_ref(op->msg);
+                bus->cache_bytes += e->rec_len;
+            }
         }
     }
 }

@@ -69,6 +69,7 @@ struct esb_bus_stats {
     uint64_t segments_deleted;
     uint64_t entries_relocated; /* copied forward by compaction */
     uint64_t marks;             /* idempotency marks held now */
+    uint64_t cache_hits;        /* consumed without reading the log (message kept in memory) */
     /* from recovery */
     uint64_t recovered_records, recovered_entries, recovered_corrupt, recovered_truncated_bytes;
 };

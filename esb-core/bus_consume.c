@@ -96,10 +96,16 @@ static int finish_take(struct esb_bus *bus, struct ent *e, struct esb_entry **ou
     ei->pub.reason = e->reason ? esb_strdup(e->reason) : NULL;
     ei->pub.dead_from = e->dead_from ? esb_strdup(e->dead_from) : NULL;
     ei->pub.internal__ = ei;
+    struct esb_msg *cached = e->msg; /* the first consumer takes it */
+    if (cached) {
+        e->msg = NULL;
+        bus->cache_bytes -= e->rec_len;
+        bus->stats.cache_hits++;
+    }
     pthread_mutex_unlock(&bus->lock);
 
     struct esb_err err = {0};
-    ei->pub.msg = load_msg(bus, e->q, e->seq, &err);
+    ei->pub.msg = cached ? cached : load_msg(bus, e->q, e->seq, &err);
     if (!ei->pub.msg) {
         /* Never drop it: park it for a minute and say so loudly. */
         esb_error("bus cannot read entry queue=%s seq=%llu: %s; parked for 60s", ei->pub.queue,

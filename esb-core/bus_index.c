@@ -18,6 +18,7 @@
 
 #include "bus_internal.h"
 #include "log.h"
+#include "msg.h"
 #include "wal.h"
 
 /* ---- queues ---- */
@@ -56,6 +57,7 @@ struct queue *esb__queue_get(struct esb_bus *bus, const char *name, int create)
 
 static void ent_free(struct ent *e)
 {
+    esb_msg_unref(e->msg);
     free(e->reason);
     free(e->dead_from);
     free(e->key);
@@ -343,6 +345,7 @@ static void ent_drop(struct esb_bus *bus, struct ent *e)
         q->parked--;
         ent_place(bus, next); /* the key's next entry may go now */
     }
+    if (e->msg) bus->cache_bytes -= e->rec_len;
     esb__u64map_del(&q->ents, e->seq);
     q->entries--;
     q->bytes -= e->rec_len;

@@ -41,6 +41,8 @@ struct ent {
     char *key;          /* ordering key, or NULL */
     struct keylist *kl; /* the entries of that key, by seq */
     struct ent *knext, *kprev;
+    struct esb_msg *msg; /* the appended message, kept for its first consumer (a
+                            reference, counted in bus->cache_bytes), or NULL */
     uint8_t state;
     uint8_t pending; /* a committed-but-not-applied transaction resolves it */
     size_t heap_idx; /* position in ready or waiting heap */
@@ -91,14 +93,17 @@ struct seglive {
 /* A transaction: encoded records plus what commit must check and mark. */
 enum txn_op_kind { OP_APPEND, OP_RESOLVE, OP_UNIQUE };
 
+#define ESB__CACHE_MAX (1024 * 1024)
+
 struct txn_op {
     enum txn_op_kind kind;
     struct entry_impl *e; /* OP_RESOLVE */
     char **queues;        /* OP_APPEND: target names */
     size_t nqueues;
-    uint32_t bytes; /* OP_APPEND: record payload length */
-    size_t rec_off; /* OP_APPEND: offset of its record in txn buf */
-    char *key;      /* OP_UNIQUE: the mark that must not exist yet */
+    uint32_t bytes;      /* OP_APPEND: record payload length */
+    struct esb_msg *msg; /* OP_APPEND: a reference to the message appended */
+    size_t rec_off;      /* OP_APPEND: offset of its record in txn buf */
+    char *key;           /* OP_UNIQUE: the mark that must not exist yet */
 };
 
 struct esb_txn {
@@ -155,6 +160,11 @@ struct esb_bus {
 
     struct esb_txn *pending_head, *pending_tail;
     uint64_t pending_bytes;
+    /* Messages of entries not yet consumed, kept in memory so that the
+     * first consumer does not read and decode what was just written; at
+     * most ESB__CACHE_MAX bytes (record sizes), beyond that entries are
+     * read from the log as always. Under lock. */
+    uint64_t cache_bytes;
 
     struct esb__strmap queues; /* name -> struct queue* */
     struct esb__strmap topics; /* name -> struct topic* */

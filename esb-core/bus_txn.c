@@ -25,6 +25,7 @@ void esb_txn_free(struct esb_txn *t)
         for (size_t j = 0; j < t->ops[i].nqueues; j++) free(t->ops[i].queues[j]);
         free(t->ops[i].queues);
         free(t->ops[i].key);
+        esb_msg_unref(t->ops[i].msg);
     }
     free(t->ops);
     free(t->recs);
@@ -81,6 +82,7 @@ void esb_txn_append_keyed(struct esb_txn *t, const char *const *queues, size_t n
     esb_put_u16(l, (uint16_t)n);
     if (esb_buf_add(&p, l, 2)) abort();
     struct txn_op *op = txn_op(t, OP_APPEND);
+    op->msg = esb_msg_ref((struct esb_msg *)m); /* shared now: immutable (msg.h) */
     op->queues = esb_calloc(n, sizeof(char *));
     op->nqueues = n;
     for (size_t i = 0; i < n; i++) {

@@ -1,5 +1,6 @@
 /* test-bus.c - the bus API: append/consume/ack, FIFO, competing consumers,
- * topics, retry and dead-letter state across restarts, limits, compaction. */
+ * topics, retry and dead-letter state across restarts, limits, compaction,
+ * the in-memory copy of appended messages for their first consumer. */
 #include "config.h"
 
 #include <pthread.h>
@@ -427,6 +428,68 @@ static void test_commit_async(void)
     esb_bus_close(bus);
 }
 
+static uint64_t cache_hits(struct esb_bus *bus)
+{
+    struct esb_bus_stats st;
+    esb_bus_get_stats(bus, &st);
+    return st.cache_hits;
+}
+
+/* An appended message is handed to its first consumer from memory (no log
+ * read); everything else - a released entry, one beyond the memory
+ * budget, anything after a restart - is read from the log. Both give the
+ * same message. */
+static void test_msg_cache(void)
+{
+    struct esb_bus *bus = open_bus(NULL);
+    ok(append(bus, "mc", "first") == 0, "cache: append");
+    uint64_t h0 = cache_hits(bus);
+    struct esb_entry *e = NULL;
+    ok(esb_bus_consume(bus, "mc", 0, &e) == 0 && body_is(e, "first") &&
+           strcmp(esb_msg_header(e->msg, "x-test"), "first") == 0 &&
+           strcmp(e->msg->content_type, "text/plain") == 0,
+       "cache: the first consumer gets the whole message");
+    ok(cache_hits(bus) == h0 + 1, "cache: ... from memory (hits %llu -> %llu)",
+       (unsigned long long)h0, (unsigned long long)cache_hits(bus));
+    esb_entry_free(e); /* released: the next take reads the log */
+    ok(esb_bus_consume(bus, "mc", 0, &e) == 0 && body_is(e, "first") &&
+           strcmp(esb_msg_header(e->msg, "x-test"), "first") == 0 && cache_hits(bus) == h0 + 1,
+       "cache: a released entry comes back from the log, the same");
+    struct esb_err err;
+    ok(esb_bus_ack(bus, e, &err) == 0, "cache: ack");
+    esb_entry_free(e);
+
+    /* 2000 messages of 1 KiB: more than the 1 MiB budget */
+    char body[1025];
+    int okall = 1;
+    for (int i = 0; i < 2000; i++) {
+        snprintf(body, sizeof(body), "%04d%01020d", i, 0);
+        okall &= append(bus, "mc", body) == 0;
+    }
+    ok(okall, "cache: 2000 appends of 1 KiB");
+    h0 = cache_hits(bus);
+    int inorder = 1;
+    for (int i = 0; i < 2000 && inorder; i++) {
+        snprintf(body, sizeof(body), "%04d%01020d", i, 0);
+        inorder = esb_bus_consume(bus, "mc", 0, &e) == 0 && body_is(e, body) &&
+                  esb_bus_ack(bus, e, &err) == 0;
+        esb_entry_free(e);
+    }
+    uint64_t hits = cache_hits(bus) - h0;
+    ok(inorder, "cache: all 2000 consumed in order with their bodies");
+    ok(hits > 300 && hits < 1100,
+       "cache: %llu of them (2 KiB records) from memory (budget 1 MiB), the rest read",
+       (unsigned long long)hits);
+    ok(append(bus, "mc", "kept") == 0, "cache: append one more, not consumed");
+    esb_bus_close(bus);
+    bus = open_bus(NULL);
+    h0 = cache_hits(bus);
+    ok(esb_bus_consume(bus, "mc", 0, &e) == 0 && body_is(e, "kept") && cache_hits(bus) == h0,
+       "cache: after a restart the entry is read from the log");
+    esb_entry_free(e);
+    esb_bus_close(bus);
+}
+
 int main(void)
 {
     esb_log_set_level(ESB_LOG_WARN);
@@ -449,6 +512,8 @@ int main(void)
     test_unique_marks();
     if (system(cmd) != 0) bail("rm");
     test_commit_async();
+    if (system(cmd) != 0) bail("rm");
+    test_msg_cache();
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     if (system(cmd) != 0) bail("rm");
     return tap_done();
