@@ -215,18 +215,6 @@ static void newline(struct enc *e, int depth)
 
 static void encode_value(struct enc *e, int idx, int depth);
 
-struct key {
-    const char *s;
-    size_t n;
-};
-
-static int key_cmp(const void *a, const void *b)
-{
-    const struct key *x = a, *y = b;
-    int c = memcmp(x->s, y->s, x->n < y->n ? x->n : y->n);
-    return c ? c : (x->n > y->n) - (x->n < y->n);
-}
-
 static void object_member(struct enc *e, int first, int depth, int key_idx, int val_idx)
 {
     size_t kn;
@@ -257,7 +245,7 @@ static void encode_object(struct enc *e, int t, size_t nkeys, int depth)
         /* keys anchored in a table; sorted as (pointer, length) pairs */
         lua_createtable(L, (int)nkeys, 0);
         int kt = lua_gettop(L);
-        struct key *keys = lua_newuserdatauv(L, nkeys * sizeof(*keys) + 1, 0);
+        struct esb__lmod_key *keys = lua_newuserdatauv(L, nkeys * sizeof(*keys) + 1, 0);
         size_t n = 0;
         lua_pushnil(L);
         while (lua_next(L, t) && n < nkeys) {
@@ -268,7 +256,7 @@ static void encode_object(struct enc *e, int t, size_t nkeys, int depth)
             n++;
         }
         lua_settop(L, kt + 1);
-        qsort(keys, n, sizeof(*keys), key_cmp);
+        qsort(keys, n, sizeof(*keys), esb__lmod_key_cmp);
         for (size_t i = 0; i < n; i++) {
             lua_pushlstring(L, keys[i].s, keys[i].n);
             lua_pushvalue(L, -1);
