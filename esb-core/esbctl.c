@@ -40,6 +40,7 @@
 #include "esbctl.h"
 #include "msg.h"
 #include "log.h"
+#include "queue_list.h"
 #include "util.h"
 
 #define ESBCTL_DEFAULT_DATA "var/bus"
@@ -115,39 +116,6 @@ static void on_fatal(void *ctx, const char *why)
 
 /* ---- queues ---- */
 
-struct queue_row {
-    char *name;
-    uint64_t entries, ready, waiting, bytes;
-};
-
-struct queue_list {
-    struct queue_row *rows;
-    size_t n, cap;
-};
-
-/* Runs under the bus lock: copy, do not call the bus. */
-static void collect_queue(void *ctx, const struct esb_queue_info *q)
-{
-    struct queue_list *l = ctx;
-    if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 16;
-        l->rows = esb_realloc(l->rows, l->cap * sizeof(*l->rows));
-    }
-    l->rows[l->n++] = (struct queue_row){
-        .name = esb_strdup(q->name),
-        .entries = q->entries,
-        .ready = q->ready,
-        .waiting = q->waiting,
-        .bytes = q->bytes,
-    };
-}
-
-static int cmp_row(const void *a, const void *b)
-{
-    const struct queue_row *x = a, *y = b;
-    return strcmp(x->name, y->name);
-}
-
 /* Open the existing bus in data (never create one). NULL on error, printed. */
 static struct esb_bus *open_existing_bus(const char *data)
 {
@@ -195,24 +163,22 @@ static int cmd_queues(int argc, char **argv)
     struct esb_bus *bus = open_existing_bus(data);
     if (!bus) return ESBCTL_EXIT_FAIL;
 
-    struct queue_list l = {0};
-    esb_bus_queues(bus, collect_queue, &l);
+    struct esb_queue_list l = {0};
+    esb_queue_list_get(bus, &l);
     esb_bus_close(bus);
 
-    if (l.n > 1) qsort(l.rows, l.n, sizeof(*l.rows), cmp_row);
     int w = (int)strlen("QUEUE");
     for (size_t i = 0; i < l.n; i++) {
-        size_t len = strlen(l.rows[i].name);
+        size_t len = strlen(l.v[i].name);
         if (len > (size_t)w) w = len > 200 ? 200 : (int)len;
     }
     printf("%-*s %12s %12s %12s %14s\n", w, "QUEUE", "ENTRIES", "READY", "WAITING", "BYTES");
     for (size_t i = 0; i < l.n; i++) {
-        const struct queue_row *r = &l.rows[i];
+        const struct esb_queue_info *r = &l.v[i];
         printf("%-*s %12" PRIu64 " %12" PRIu64 " %12" PRIu64 " %14" PRIu64 "\n", w, r->name,
                r->entries, r->ready, r->waiting, r->bytes);
-        free(r->name);
     }
-    free(l.rows);
+    esb_queue_list_free(&l);
     return esbctl_flush_stdout();
 }
 
