@@ -105,6 +105,14 @@ const char *esb__route_lua_dir(struct esb__cctx *c)
     return c->lua_dir;
 }
 
+int esb__route_template(struct esb__cctx *c, xmlNode *n, const char *attr, const char *src,
+                        struct esb_template **out)
+{
+    struct esb_err err = {0};
+    if (esb_template_compile(src, 0, out, &err) == 0) return 0;
+    return esb__route_diag(c, n, "attribute '%s': %s", attr, err.msg);
+}
+
 int esb__route_has_children(xmlNode *n)
 {
     for (xmlNode *k = n->children; k; k = k->next)
@@ -302,11 +310,8 @@ int esb_route_compile(struct _xmlNode *node, const char *file, const struct esb_
     }
     r->id = esb_strdup(rc.id);
     (void)compile_source(&c, node, &rc);
-    if (rc.ordering_key) {
-        struct esb_err err = {0};
-        if (esb_template_compile(rc.ordering_key, 0, &r->ordering_key, &err))
-            esb__route_diag(&c, node, "attribute 'ordering-key': %s", err.msg);
-    }
+    if (rc.ordering_key)
+        (void)esb__route_template(&c, node, "ordering-key", rc.ordering_key, &r->ordering_key);
     int retry_seen = 0, dlq_seen = 0;
     for (xmlNode *k = node->children; k; k = k->next) {
         if (k->type != XML_ELEMENT_NODE) continue;

@@ -21,6 +21,7 @@ struct esb_config;
 struct esb_diags;
 struct esb_endpoint;
 struct esb_route;
+struct esb_template;
 struct esb__steps;
 
 /* The state of one route's compilation. */
@@ -46,6 +47,10 @@ int esb__route_diag(struct esb__cctx *c, struct _xmlNode *n, const char *fmt, ..
  * is reported and ESB_EINVAL returned. out may be half-filled then. */
 int esb__route_parse_attrs(struct esb__cctx *c, struct _xmlNode *n,
                            const struct esb_attr_spec *specs, void *out);
+/* Compile src, the value of n's attribute attr, as a template into *out; 0,
+ * or an error reported ("attribute 'ATTR': ...") and ESB_EINVAL. */
+int esb__route_template(struct esb__cctx *c, struct _xmlNode *n, const char *attr, const char *src,
+                        struct esb_template **out);
 /* 1 if n has element children, else 0. */
 int esb__route_has_children(struct _xmlNode *n);
 /* 0, or an error reported ("takes no child elements") if n has element

@@ -125,9 +125,7 @@ static int compile_set_header(struct esb__cctx *c, xmlNode *node, struct esb__st
                 strchr("!#$%&'*+-.^_`|~", *p));
     if (bad)
         rc = esb__route_diag(c, node, "attribute 'name': not a header name (got '%.60s')", hc.name);
-    struct esb_err err = {0};
-    if (esb_template_compile(hc.value, 0, &st->u.set_header.value, &err))
-        rc = esb__route_diag(c, node, "attribute 'value': %s", err.msg);
+    if (esb__route_template(c, node, "value", hc.value, &st->u.set_header.value)) rc = ESB_EINVAL;
     st->u.set_header.content_type = strcasecmp(hc.name, "content-type") == 0;
     st->u.set_header.name = hc.name;
     free(hc.value);
@@ -159,9 +157,7 @@ static int compile_dedupe(struct esb__cctx *c, xmlNode *node, struct esb__step *
     struct dedupe_conf dc = {0};
     int rc = esb__route_parse_attrs(c, node, dedupe_attrs, &dc);
     if (rc) return rc;
-    struct esb_err err = {0};
-    if (esb_template_compile(dc.key, 0, &st->u.dedupe.key, &err))
-        rc = esb__route_diag(c, node, "attribute 'key': %s", err.msg);
+    if (esb__route_template(c, node, "key", dc.key, &st->u.dedupe.key)) rc = ESB_EINVAL;
     st->u.dedupe.window_ms = dc.window;
     free(dc.key);
     return esb__route_leaf_only(c, node) ? ESB_EINVAL : rc;
@@ -190,9 +186,7 @@ static int compile_log(struct esb__cctx *c, xmlNode *node, struct esb__step *st)
     struct log_conf lc = {0};
     int rc = esb__route_parse_attrs(c, node, log_attrs, &lc);
     if (rc) return rc;
-    struct esb_err err = {0};
-    if (esb_template_compile(lc.message, 0, &st->u.log.message, &err))
-        rc = esb__route_diag(c, node, "attribute 'message': %s", err.msg);
+    if (esb__route_template(c, node, "message", lc.message, &st->u.log.message)) rc = ESB_EINVAL;
     st->u.log.level = lc.level; /* log_levels follows enum esb_log_level */
     free(lc.message);
     return esb__route_leaf_only(c, node) ? ESB_EINVAL : rc;
