@@ -16,7 +16,8 @@
 -- second. It is read at the top level because wrk decides whether the script
 -- has a delay() before init() runs. Without it there is no delay().
 --
--- done() prints the same "esbbench KEY=VALUE" lines as bench/http-ingest.lua.
+-- done() prints the same "esbbench KEY=VALUE" lines as bench/http-ingest.lua
+-- (bench/wrk-report.lua).
 --
 -- usage: [ESB_BENCH_PACE_MS=N] wrk -t T -c C -d S --latency -s bench/http-delivery.lua URL -- SIZE
 
@@ -52,29 +53,6 @@ function request()
     return wrk.format("POST", nil, headers, body)
 end
 
-function done(summary, latency, requests)
-    local secs = summary.duration / 1e6
-    local e = summary.errors
-    local out = {
-        requests = summary.requests,
-        seconds = string.format("%.3f", secs),
-        rate = string.format("%.0f", secs > 0 and summary.requests / secs or 0),
-        lat_p50_us = latency:percentile(50),
-        lat_p99_us = latency:percentile(99),
-        lat_max_us = latency.max,
-        err_connect = e.connect,
-        err_read = e.read,
-        err_write = e.write,
-        err_timeout = e.timeout,
-        err_status = e.status,
-        bytes = summary.bytes,
-    }
-    local keys = {}
-    for k in pairs(out) do
-        keys[#keys + 1] = k
-    end
-    table.sort(keys)
-    for _, k in ipairs(keys) do
-        io.write(string.format("esbbench %s=%s\n", k, tostring(out[k])))
-    end
-end
+-- done(): the shared report (bench/wrk-report.lua, next to this script).
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+done = dofile(here .. "wrk-report.lua").done

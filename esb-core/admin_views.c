@@ -16,6 +16,7 @@
 #include "bus.h"
 #include "log.h"
 #include "msg.h"
+#include "queue_list.h"
 #include "runtime.h"
 
 #define EXCERPT_MAX   1024 /* body bytes shown in a listing */
@@ -127,48 +128,13 @@ static int find_fn(void *ctx, const struct esb_entry *e)
 
 /* ---- queues ---- */
 
-struct queue_rows {
-    struct esb_queue_info *rows; /* names owned */
-    size_t n, cap;
-};
-
-/* Runs under the bus lock: copy, do not call the bus. */
-static void collect_queue(void *ctx, const struct esb_queue_info *q)
-{
-    struct queue_rows *l = ctx;
-    if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 16;
-        l->rows = esb_realloc(l->rows, l->cap * sizeof(*l->rows));
-    }
-    l->rows[l->n] = *q;
-    l->rows[l->n++].name = esb_strdup(q->name);
-}
-
-static int cmp_queue(const void *x, const void *y)
-{
-    return strcmp(((const struct esb_queue_info *)x)->name,
-                  ((const struct esb_queue_info *)y)->name);
-}
-
-static void queue_rows(struct esb_admin *a, struct queue_rows *l)
-{
-    esb_bus_queues(esb_runtime_bus(a->rt), collect_queue, l);
-    if (l->n > 1) qsort(l->rows, l->n, sizeof(*l->rows), cmp_queue);
-}
-
-static void queue_rows_free(struct queue_rows *l)
-{
-    for (size_t i = 0; i < l->n; i++) free((char *)l->rows[i].name);
-    free(l->rows);
-}
-
 enum MHD_Result esb__admin_queues(struct esb__admin_call *k)
 {
-    struct queue_rows l = {0};
-    queue_rows(k->a, &l);
+    struct esb_queue_list l = {0};
+    esb_queue_list_get(esb_runtime_bus(k->a->rt), &l);
     json_t *arr = json_array();
     for (size_t i = 0; i < l.n; i++) {
-        const struct esb_queue_info *q = &l.rows[i];
+        const struct esb_queue_info *q = &l.v[i];
         json_t *o = json_object();
         json_object_set_new(o, "name", esb__admin_string(q->name));
         json_object_set_new(o, "entries", json_integer((json_int_t)q->entries));
@@ -178,7 +144,7 @@ enum MHD_Result esb__admin_queues(struct esb__admin_call *k)
         json_object_set_new(o, "bytes", json_integer((json_int_t)q->bytes));
         json_array_append_new(arr, o);
     }
-    queue_rows_free(&l);
+    esb_queue_list_free(&l);
     return esb__admin_send_json(k->c, MHD_HTTP_OK, arr);
 }
 
@@ -428,7 +394,7 @@ enum MHD_Result esb__admin_metrics(struct esb__admin_call *k)
     struct esb_bus *bus = esb_runtime_bus(k->a->rt);
     struct esb_bus_stats st;
     struct esb_buf b;
-    struct queue_rows l = {0};
+    struct esb_queue_list l = {0};
     char label[2 * ARG_MAX + 1];
 
     esb_bus_get_stats(bus, &st);
@@ -442,17 +408,17 @@ enum MHD_Result esb__admin_metrics(struct esb__admin_call *k)
             "esb_bus_marks %" PRIu64 "\n# HELP esb_bus_failed 1 once the bus failed fatally.\n"
             "# TYPE esb_bus_failed gauge\nesb_bus_failed %d\n",
             st.marks, esb_bus_failed(bus) ? 1 : 0);
-    queue_rows(k->a, &l);
+    esb_queue_list_get(bus, &l);
     for (size_t g = 0; g < ESB_ARRAY_LEN(gauges); g++) {
         bprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n", gauges[g].name, gauges[g].help,
                 gauges[g].name);
         for (size_t i = 0; i < l.n; i++) {
-            label_value(l.rows[i].name, label, sizeof(label));
+            label_value(l.v[i].name, label, sizeof(label));
             bprintf(&b, "%s{queue=\"%s\"} %" PRIu64 "\n", gauges[g].name, label,
-                    *(const uint64_t *)(const void *)((const char *)&l.rows[i] + gauges[g].off));
+                    *(const uint64_t *)(const void *)((const char *)&l.v[i] + gauges[g].off));
         }
     }
-    queue_rows_free(&l);
+    esb_queue_list_free(&l);
     char *text = esb_strndup((const char *)b.data, b.len);
     esb_buf_free(&b);
     return esb__admin_send_text(k->c, MHD_HTTP_OK, text,

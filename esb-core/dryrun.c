@@ -186,17 +186,6 @@ static int digits(const char *p, int n, int *v)
     return 1;
 }
 
-/* Days since 1970-01-01 of a proleptic Gregorian date (Hinnant's algorithm). */
-static int64_t days_from_civil(int y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
 /* An RFC 3339 time at p (YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)):
  * its length and *ms, or 0. */
 static size_t time_at(const char *p, size_t n, int64_t *ms)
@@ -225,7 +214,7 @@ static size_t time_at(const char *p, size_t n, int64_t *ms)
     } else {
         return 0;
     }
-    int64_t t = ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60 + s;
+    int64_t t = ((esb_days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60 + s;
     t -= sign * (oh * 3600 + om * 60);
     *ms = t * 1000 + frac;
     return i;

@@ -40,6 +40,7 @@
 #include "esbctl.h"
 #include "msg.h"
 #include "log.h"
+#include "queue_list.h"
 #include "util.h"
 
 #define ESBCTL_DEFAULT_DATA "var/bus"
@@ -106,13 +107,6 @@ void esbctl_usage(FILE *out)
             "3 no such queue or entry, 70 fatal bus error.\n");
 }
 
-_Noreturn void esbctl_usage_error(const char *what, const char *arg)
-{
-    fprintf(stderr, "esbctl: %s%s%s\nTry 'esbctl --help' for more information.\n", what,
-            arg ? ": " : "", arg ? arg : "");
-    exit(ESBCTL_EXIT_USAGE);
-}
-
 static void on_fatal(void *ctx, const char *why)
 {
     (void)ctx;
@@ -121,39 +115,6 @@ static void on_fatal(void *ctx, const char *why)
 }
 
 /* ---- queues ---- */
-
-struct queue_row {
-    char *name;
-    uint64_t entries, ready, waiting, bytes;
-};
-
-struct queue_list {
-    struct queue_row *rows;
-    size_t n, cap;
-};
-
-/* Runs under the bus lock: copy, do not call the bus. */
-static void collect_queue(void *ctx, const struct esb_queue_info *q)
-{
-    struct queue_list *l = ctx;
-    if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 16;
-        l->rows = esb_realloc(l->rows, l->cap * sizeof(*l->rows));
-    }
-    l->rows[l->n++] = (struct queue_row){
-        .name = esb_strdup(q->name),
-        .entries = q->entries,
-        .ready = q->ready,
-        .waiting = q->waiting,
-        .bytes = q->bytes,
-    };
-}
-
-static int cmp_row(const void *a, const void *b)
-{
-    const struct queue_row *x = a, *y = b;
-    return strcmp(x->name, y->name);
-}
 
 /* Open the existing bus in data (never create one). NULL on error, printed. */
 static struct esb_bus *open_existing_bus(const char *data)
@@ -182,34 +143,19 @@ static struct esb_bus *open_existing_bus(const char *data)
 
 static int cmd_queues(int argc, char **argv)
 {
-    enum { OPT_DATA = 256, OPT_HELP };
+    enum { OPT_DATA = 256 };
     static const struct option long_opts[] = {
         {"data", required_argument, NULL, OPT_DATA},
-        {"help", no_argument, NULL, OPT_HELP},
+        {"help", no_argument, NULL, 'h'},
         ESBCTL_CONN_OPTIONS,
         {NULL, 0, NULL, 0},
     };
     const char *data = NULL;
-    int c;
 
-    optind = 0; /* glibc: restart scanning on the sub-command's argv */
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
-        switch (c) {
-        case OPT_DATA:
-            if (optarg[0] == '\0') esbctl_usage_error("--data needs a directory", NULL);
-            data = optarg;
-            break;
-        case 'h':
-        case OPT_HELP:
-            esbctl_usage(stdout);
-            return 0;
-        case ':':
-            esbctl_usage_error("option needs an argument", argv[optind - 1]);
-        default:
-            if (esbctl_conn_option(c, optarg)) break;
-            esbctl_usage_error("unknown option", argv[optind - 1]);
-        }
+    esbctl_opts_begin();
+    while (esbctl_getopt(argc, argv, ":h", long_opts) == OPT_DATA) {
+        if (optarg[0] == '\0') esbctl_usage_error("--data needs a directory", NULL);
+        data = optarg;
     }
     if (optind < argc) esbctl_usage_error("queues takes no arguments", argv[optind]);
     if (!data) return esbctl_queues_online();
@@ -217,29 +163,23 @@ static int cmd_queues(int argc, char **argv)
     struct esb_bus *bus = open_existing_bus(data);
     if (!bus) return ESBCTL_EXIT_FAIL;
 
-    struct queue_list l = {0};
-    esb_bus_queues(bus, collect_queue, &l);
+    struct esb_queue_list l = {0};
+    esb_queue_list_get(bus, &l);
     esb_bus_close(bus);
 
-    if (l.n > 1) qsort(l.rows, l.n, sizeof(*l.rows), cmp_row);
     int w = (int)strlen("QUEUE");
     for (size_t i = 0; i < l.n; i++) {
-        size_t len = strlen(l.rows[i].name);
+        size_t len = strlen(l.v[i].name);
         if (len > (size_t)w) w = len > 200 ? 200 : (int)len;
     }
     printf("%-*s %12s %12s %12s %14s\n", w, "QUEUE", "ENTRIES", "READY", "WAITING", "BYTES");
     for (size_t i = 0; i < l.n; i++) {
-        const struct queue_row *r = &l.rows[i];
+        const struct esb_queue_info *r = &l.v[i];
         printf("%-*s %12" PRIu64 " %12" PRIu64 " %12" PRIu64 " %14" PRIu64 "\n", w, r->name,
                r->entries, r->ready, r->waiting, r->bytes);
-        free(r->name);
     }
-    free(l.rows);
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "esbctl: writing output failed: %s\n", strerror(errno));
-        return ESBCTL_EXIT_FAIL;
-    }
-    return 0;
+    esb_queue_list_free(&l);
+    return esbctl_flush_stdout();
 }
 
 /* ---- browse ---- */
@@ -285,19 +225,18 @@ static int print_entry(void *ctx, const struct esb_entry *e)
 
 static int cmd_browse(int argc, char **argv)
 {
-    enum { OPT_DATA = 256, OPT_LIMIT, OPT_HELP };
+    enum { OPT_DATA = 256, OPT_LIMIT };
     static const struct option long_opts[] = {
         {"data", required_argument, NULL, OPT_DATA},
         {"limit", required_argument, NULL, OPT_LIMIT},
-        {"help", no_argument, NULL, OPT_HELP},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *data = ESBCTL_DEFAULT_DATA;
     struct browse_ctx b = {.limit = 1000};
     int c;
-    optind = 0;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
+    esbctl_opts_begin();
+    while ((c = esbctl_getopt(argc, argv, ":h", long_opts)) != -1) {
         switch (c) {
         case OPT_DATA:
             data = optarg;
@@ -308,14 +247,6 @@ static int cmd_browse(int argc, char **argv)
             if (*end || b.limit < 1) esbctl_usage_error("--limit needs a positive number", optarg);
             break;
         }
-        case 'h':
-        case OPT_HELP:
-            esbctl_usage(stdout);
-            return 0;
-        case ':':
-            esbctl_usage_error("option needs an argument", argv[optind - 1]);
-        default:
-            esbctl_usage_error("unknown option", argv[optind - 1]);
         }
     }
     if (optind + 1 != argc) esbctl_usage_error("browse takes one QUEUE", NULL);
@@ -333,29 +264,21 @@ static int cmd_browse(int argc, char **argv)
 
 /* ---- check, config-doc ---- */
 
-/* Parse a command's options: only --help. Returns 1 if help was printed. */
-static int help_only(int argc, char **argv)
+/* Parse a command's options, of which there is only --help; they end at the
+ * first argument. */
+static void help_only(int argc, char **argv)
 {
     static const struct option long_opts[] = {
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    int c;
-    optind = 0;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "+h", long_opts, NULL)) != -1) {
-        if (c == 'h') {
-            esbctl_usage(stdout);
-            return 1;
-        }
-        esbctl_usage_error("unknown option", argv[optind - 1]);
-    }
-    return 0;
+    esbctl_opts_begin();
+    (void)esbctl_getopt(argc, argv, "+:h", long_opts); /* -1: it handles the rest */
 }
 
 static int cmd_check(int argc, char **argv)
 {
-    if (help_only(argc, argv)) return 0;
+    help_only(argc, argv);
     if (optind >= argc) esbctl_usage_error("check needs a config FILE", NULL);
     if (optind + 1 < argc) esbctl_usage_error("check takes one FILE", argv[optind + 1]);
     const char *path = argv[optind];
@@ -370,11 +293,7 @@ static int cmd_check(int argc, char **argv)
     printf("%s: OK (%zu routes, %zu endpoints)\n", path, cfg->nroutes, cfg->nendpoints);
     esb_config_unref(cfg);
     esb_diags_free(&d);
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "esbctl: writing output failed: %s\n", strerror(errno));
-        return ESBCTL_EXIT_FAIL;
-    }
-    return 0;
+    return esbctl_flush_stdout();
 }
 
 static void emit_stdout(void *ctx, const char *text)
@@ -385,21 +304,17 @@ static void emit_stdout(void *ctx, const char *text)
 
 static int cmd_config_doc(int argc, char **argv)
 {
-    if (help_only(argc, argv)) return 0;
+    help_only(argc, argv);
     if (optind < argc) esbctl_usage_error("config-doc takes no arguments", argv[optind]);
     esb_config_doc(emit_stdout, NULL);
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "esbctl: writing output failed: %s\n", strerror(errno));
-        return ESBCTL_EXIT_FAIL;
-    }
-    return 0;
+    return esbctl_flush_stdout();
 }
 
 /* ---- test (dry run) ---- */
 
 static int cmd_test(int argc, char **argv)
 {
-    enum { OPT_ROUTE = 256, OPT_MESSAGE, OPT_HEADER, OPT_CT, OPT_DIR, OPT_UPDATE, OPT_HELP };
+    enum { OPT_ROUTE = 256, OPT_MESSAGE, OPT_HEADER, OPT_CT, OPT_DIR, OPT_UPDATE };
     static const struct option long_opts[] = {
         {"route", required_argument, NULL, OPT_ROUTE},
         {"message", required_argument, NULL, OPT_MESSAGE},
@@ -407,16 +322,15 @@ static int cmd_test(int argc, char **argv)
         {"content-type", required_argument, NULL, OPT_CT},
         {"dir", required_argument, NULL, OPT_DIR},
         {"update", no_argument, NULL, OPT_UPDATE},
-        {"help", no_argument, NULL, OPT_HELP},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *route = NULL, *message = NULL, *ct = NULL, *dir = NULL;
     char **headers = esb_calloc((size_t)argc + 1, sizeof(*headers));
     size_t nheaders = 0;
     int update = 0, c, rc = ESBCTL_EXIT_FAIL;
-    optind = 0;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":hr:m:H:d:", long_opts, NULL)) != -1) {
+    esbctl_opts_begin();
+    while ((c = esbctl_getopt(argc, argv, ":hr:m:H:d:", long_opts)) != -1) {
         switch (c) {
         case 'r':
         case OPT_ROUTE:
@@ -440,15 +354,6 @@ static int cmd_test(int argc, char **argv)
         case OPT_UPDATE:
             update = 1;
             break;
-        case 'h':
-        case OPT_HELP:
-            free(headers);
-            esbctl_usage(stdout);
-            return 0;
-        case ':':
-            esbctl_usage_error("option needs an argument", argv[optind - 1]);
-        default:
-            esbctl_usage_error("unknown option", argv[optind - 1]);
         }
     }
     if (optind + 1 != argc) esbctl_usage_error("test takes one config FILE", NULL);
@@ -475,10 +380,7 @@ static int cmd_test(int argc, char **argv)
         fprintf(stderr, "esbctl: %s\n", err.msg);
     else if (r == 0)
         rc = 0;
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "esbctl: writing output failed: %s\n", strerror(errno));
-        rc = ESBCTL_EXIT_FAIL;
-    }
+    if (esbctl_flush_stdout()) rc = ESBCTL_EXIT_FAIL;
 out:
     esb_dryrun_free(d);
     esb_config_unref(cfg);
@@ -519,22 +421,10 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    int c;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "+:h", global_opts, NULL)) != -1) {
-        if (esbctl_conn_option(c, optarg)) continue;
-        switch (c) {
-        case 'h':
-            esbctl_usage(stdout);
-            return 0;
-        case 'V':
-            printf("esbctl %s\n", PACKAGE_VERSION);
-            return 0;
-        case ':':
-            esbctl_usage_error("option needs an argument", argv[optind - 1]);
-        default:
-            esbctl_usage_error("unknown option", argv[optind - 1]);
-        }
+    esbctl_opts_begin();
+    if (esbctl_getopt(argc, argv, "+:h", global_opts) == 'V') {
+        printf("esbctl %s\n", PACKAGE_VERSION);
+        return 0;
     }
     if (optind >= argc) esbctl_usage_error("missing command", NULL);
     if (strcmp(argv[optind], "help") == 0) {

@@ -1,6 +1,7 @@
 /* esbctl.h - shared by the files of the esbctl program: esbctl.c (main,
- * the offline commands) and esbctl_admin.c (the commands that talk to a
- * running esbd through its admin API). Not part of libesb. */
+ * the offline commands), esbctl_admin.c (the commands that talk to a
+ * running esbd through its admin API) and esbctl_opts.c (option parsing,
+ * usage errors, output flushing). Not part of libesb. Single-threaded. */
 #ifndef ESBCTL_H
 #define ESBCTL_H
 
@@ -29,7 +30,22 @@ enum { ESBCTL_OPT_ADMIN = 1000, ESBCTL_OPT_TOKEN_FILE, ESBCTL_OPT_CONFIG };
     }
 int esbctl_conn_option(int c, const char *arg);
 
+struct option;
+/* Start parsing the options of a command whose argv[0] is the command name
+ * (resets getopt; getopt prints nothing). */
+void esbctl_opts_begin(void);
+/* getopt_long over argv with what every command shares: an option that
+ * yields 'h' (-h, or {"help", ..., 'h'}) prints the usage and exits 0; a
+ * missing argument (shortopts starts with ':' or "+:") or an unknown option
+ * is a usage error (exit 2); the connection options, when opts has them, are
+ * stored in esbctl_conn. Returns each other option, -1 at the end. */
+int esbctl_getopt(int argc, char **argv, const char *shortopts, const struct option *opts);
+/* Flush stdout: 0, or ESBCTL_EXIT_FAIL with the error printed. */
+int esbctl_flush_stdout(void);
+
+/* The usage text (esbctl.c). */
 void esbctl_usage(FILE *out);
+/* "esbctl: what[: arg]" and a hint on stderr, then exit 2. */
 _Noreturn void esbctl_usage_error(const char *what, const char *arg);
 
 /* Commands through the admin API (esbctl_admin.c): argv[0] is the command. */

@@ -38,28 +38,6 @@
 #define REPLY_MAX          (512u * 1024 * 1024) /* a whole dead letter may be large */
 #define REASON_COLUMN_MAX  120
 
-struct esbctl_conn esbctl_conn;
-
-int esbctl_conn_option(int c, const char *arg)
-{
-    switch (c) {
-    case ESBCTL_OPT_ADMIN:
-        if (!arg[0]) esbctl_usage_error("--admin needs a URL", NULL);
-        esbctl_conn.admin = arg;
-        return 1;
-    case ESBCTL_OPT_TOKEN_FILE:
-        if (!arg[0]) esbctl_usage_error("--token-file needs a file", NULL);
-        esbctl_conn.token_file = arg;
-        return 1;
-    case ESBCTL_OPT_CONFIG:
-        if (!arg[0]) esbctl_usage_error("--config needs a file", NULL);
-        esbctl_conn.config = arg;
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 /* ---- where and how ---- */
 
 struct target {
@@ -303,46 +281,24 @@ static char *escape(const char *s)
     return out;
 }
 
-static int flush_out(void)
-{
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "esbctl: writing output failed: %s\n", strerror(errno));
-        return ESBCTL_EXIT_FAIL;
-    }
-    return 0;
-}
-
-/* ---- option parsing shared by the commands ---- */
-
-/* Parse argv (argv[0] the command) with the connection options plus more;
- * returns each option not handled here (like getopt_long), -1 at the end. */
-static int next_opt(int argc, char **argv, const struct option *opts)
-{
-    for (;;) {
-        int c = getopt_long(argc, argv, ":h", opts, NULL);
-        if (c == -1) return -1;
-        if (esbctl_conn_option(c, optarg)) continue;
-        switch (c) {
-        case 'h':
-            esbctl_usage(stdout);
-            exit(0);
-        case ':':
-            esbctl_usage_error("option needs an argument", argv[optind - 1]);
-        case '?':
-            esbctl_usage_error("unknown option", argv[optind - 1]);
-        default:
-            return c;
-        }
-    }
-}
-
-static const struct option conn_only[] = {
-    ESBCTL_CONN_OPTIONS,
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
-};
-
 /* ---- status, queues, reload ---- */
+
+/* Parse the options of a command that takes only the connection options and
+ * no arguments. */
+static void conn_options_only(int argc, char **argv)
+{
+    static const struct option conn_only[] = {
+        ESBCTL_CONN_OPTIONS,
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    char what[64];
+    esbctl_opts_begin();
+    if (esbctl_getopt(argc, argv, ":h", conn_only) != -1 || optind < argc) {
+        snprintf(what, sizeof(what), "%s takes no arguments", argv[0]);
+        esbctl_usage_error(what, argv[optind]);
+    }
+}
 
 /* The string member k of o, "" if none. */
 static const char *jstr(json_t *o, const char *k)
@@ -355,17 +311,14 @@ int esbctl_cmd_status(int argc, char **argv)
 {
     struct target t;
     struct reply r = {0};
-    optind = 0;
-    opterr = 0;
-    if (next_opt(argc, argv, conn_only) != -1 || optind < argc)
-        esbctl_usage_error("status takes no arguments", argv[optind]);
+    conn_options_only(argc, argv);
     int rc = target_get(&t);
     if (rc == 0) rc = http(&t, "GET", "/v1/health", NULL, &r);
     if (rc == 0 && (r.status == 200 || r.status == 503)) {
         json_t *j = r.json;
         printf("esbd at %s: %s (esbd %s, pid %" JSON_INTEGER_FORMAT ")\n", t.url, jstr(j, "status"),
                jstr(j, "version"), json_integer_value(json_object_get(j, "pid")));
-        rc = r.status == 200 ? flush_out() : ESBCTL_EXIT_FAIL;
+        rc = r.status == 200 ? esbctl_flush_stdout() : ESBCTL_EXIT_FAIL;
     } else if (rc == 0) {
         rc = failed(&t, &r, "status");
         if (rc == 0) rc = ESBCTL_EXIT_FAIL;
@@ -408,7 +361,7 @@ int esbctl_queues_online(void)
                    json_integer_value(json_object_get(q, "waiting")),
                    json_integer_value(json_object_get(q, "bytes")));
         }
-        rc = flush_out();
+        rc = esbctl_flush_stdout();
     }
     reply_free(&r);
     target_free(&t);
@@ -419,10 +372,7 @@ int esbctl_cmd_reload(int argc, char **argv)
 {
     struct target t;
     struct reply r = {0};
-    optind = 0;
-    opterr = 0;
-    if (next_opt(argc, argv, conn_only) != -1 || optind < argc)
-        esbctl_usage_error("reload takes no arguments", argv[optind]);
+    conn_options_only(argc, argv);
     int rc = target_get(&t);
     if (rc == 0) rc = http(&t, "POST", "/v1/reload", "{}", &r);
     if (rc == 0 && r.status == 400 && json_is_array(json_object_get(r.json, "errors"))) {
@@ -435,7 +385,7 @@ int esbctl_cmd_reload(int argc, char **argv)
     } else if (rc == 0) {
         rc = failed(&t, &r, "reload");
         if (rc == 0) printf("reloaded\n");
-        if (rc == 0) rc = flush_out();
+        if (rc == 0) rc = esbctl_flush_stdout();
     }
     reply_free(&r);
     target_free(&t);
@@ -497,7 +447,7 @@ static int dlq_list(const struct target *t, const char *q, const char *filter, l
             printf("%s\n", rl > REASON_COLUMN_MAX ? "..." : "");
         }
         if (json_array_size(r.json) == 0) printf("(no entries%s)\n", filter ? " match" : "");
-        rc = flush_out();
+        rc = esbctl_flush_stdout();
     }
     reply_free(&r);
     return rc;
@@ -560,7 +510,7 @@ static int dlq_show(const struct target *t, const char *q, const char *seq, int 
         }
         printf("\n");
     }
-    if (rc == 0) rc = flush_out();
+    if (rc == 0) rc = esbctl_flush_stdout();
     reply_free(&r);
     return rc;
 }
@@ -598,7 +548,7 @@ static int dlq_change(const struct target *t, const char *what, const char *q, c
         json_t *n = json_object_get(r.json, what[0] == 'r' ? "replayed" : "purged");
         printf("%s %" JSON_INTEGER_FORMAT "\n", what[0] == 'r' ? "replayed" : "purged",
                json_integer_value(n));
-        rc = flush_out();
+        rc = esbctl_flush_stdout();
     }
     reply_free(&r);
     return rc;
@@ -628,9 +578,8 @@ int esbctl_cmd_dlq(int argc, char **argv)
         esbctl_usage(stdout);
         return 0;
     }
-    optind = 0;
-    opterr = 0;
-    while ((c = next_opt(argc - 1, argv + 1, opts)) != -1) {
+    esbctl_opts_begin();
+    while ((c = esbctl_getopt(argc - 1, argv + 1, ":h", opts)) != -1) {
         switch (c) {
         case OPT_FILTER:
             filter = optarg[0] ? optarg : NULL;

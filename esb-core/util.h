@@ -1,5 +1,6 @@
 /* util.h - small shared helpers: the error out-parameter, aborting allocators,
- * monotonic/wall clocks, and little-endian packing used by the log format.
+ * monotonic/wall clocks, civil-calendar day numbers, and little-endian
+ * packing used by the log format.
  * Thread-safe; no global state. */
 #ifndef ESB_UTIL_H
 #define ESB_UTIL_H
@@ -50,6 +51,12 @@ uint64_t esb_now_ms(void);  /* CLOCK_REALTIME, ms since the epoch */
  * kept). */
 void esb_thread_name(const char *fmt, ...) ESB_PRINTF(1, 2);
 uint64_t esb_mono_ns(void); /* CLOCK_MONOTONIC */
+
+/* The proleptic Gregorian calendar (H. Hinnant's algorithms): the days
+ * since 1970-01-01 of y-m-d (m 1..12, d 1..31, not checked against the
+ * month; any year in int range), and the date of such a day number. */
+int64_t esb_days_from_civil(int64_t y, int m, int d);
+void esb_civil_from_days(int64_t days, int *y, int *m, int *d);
 
 /* Little-endian packing. */
 static inline void esb_put_u16(uint8_t *p, uint16_t v)

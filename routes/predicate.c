@@ -8,6 +8,7 @@
 
 #include "predicate.h"
 
+#include "jsondepth.h"
 #include "jsonpath.h"
 #include "lua_host.h"
 #include "msg.h"
@@ -218,32 +219,9 @@ static int parse_xml(struct esb_pred_run *r, const struct esb_body *b)
     return -1;
 }
 
-/* Scan JSON text for nesting deeper than max, outside strings. Returns the
- * offset of the first too-deep bracket, or -1 if none. */
-static long json_too_deep(const uint8_t *p, size_t n, int max)
-{
-    int depth = 0, in_str = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = p[i];
-        if (in_str) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_str = 0;
-        } else if (c == '"') {
-            in_str = 1;
-        } else if (c == '[' || c == '{') {
-            if (++depth > max) return (long)i;
-        } else if (c == ']' || c == '}') {
-            depth--;
-        }
-    }
-    return -1;
-}
-
 static int parse_json(struct esb_pred_run *r, const struct esb_body *b)
 {
-    long deep = json_too_deep(b->data, b->len, ESB_PRED_JSON_MAX_DEPTH);
+    long deep = esb_jsondepth_scan(b->data, b->len, ESB_PRED_JSON_MAX_DEPTH, NULL, NULL);
     if (deep >= 0) {
         snprintf(r->json_err, sizeof(r->json_err),
                  "body is not accepted: JSON nested deeper than %d levels at byte %ld",

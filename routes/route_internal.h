@@ -1,8 +1,9 @@
 /* route_internal.h - the compiled form of a route, shared by the compiler
- * (route_compile.c) and the interpreter (route_run.c). Not for other modules.
+ * (route_compile.c, route_compile_steps.c) and the interpreter (route_run.c).
+ * Not for other modules.
  *
  * A route is a tree of step lists. Every step points at its entry in the step
- * table (esb__steps_table, route_compile.c): element name, attribute table,
+ * table (step_table, route_compile_steps.c): element name, attribute table,
  * compile and run functions. Adding a step = one row there, a compile
  * function and a run function; nothing else changes. */
 #ifndef ESB_ROUTE_INTERNAL_H
@@ -44,7 +45,7 @@ struct esb__step_ops {
     const char *element;
     const char *summary; /* one paragraph for the reference */
     const struct esb_attr_spec *attrs;
-    /* Fill st from node (route_compile.c); errors go to the diagnostics and
+    /* Fill st from node (route_compile_steps.c); errors go to the diagnostics and
      * return ESB_EINVAL. st may be half-filled then: free must cope. */
     int (*compile)(struct esb__cctx *c, struct _xmlNode *node, struct esb__step *st);
     void (*free)(struct esb__step *st);

@@ -2,9 +2,10 @@
  *
  * Decoding goes through jansson (duplicate keys rejected, any value at the
  * top, \u0000 allowed since Lua strings hold NULs) after a linear pre-scan
- * that refuses nesting deeper than max_depth (default 64) before jansson
- * recurses. The jansson tree is held by a guard while it is turned into
- * tables, so a memory-cap error in between frees it at once.
+ * (esb-core/jsondepth.c) that refuses nesting deeper than max_depth
+ * (default 64) before jansson recurses. The jansson tree is held by a guard
+ * while it is turned into tables, so a memory-cap error in between frees it
+ * at once.
  *
  * Encoding is our own (jansson would lose the integer/float distinction
  * and the array marker): integers stay integers, floats are printed with
@@ -13,6 +14,7 @@
  * a Lua-owned buffer, so the host's memory cap counts it. */
 #include "config.h"
 
+#include "jsondepth.h"
 #include "lua_modules.h"
 #include "lua_modules_internal.h"
 
@@ -59,37 +61,6 @@ static int has_array_mt(lua_State *L, int idx)
 }
 
 /* ---- decoding ---- */
-
-/* Find nesting deeper than max outside strings; returns 1 with the line and
- * column (1-based) of the first bracket too deep. */
-static int too_deep(const char *p, size_t n, int max, int *line, int *col)
-{
-    int depth = 0, in_str = 0;
-    size_t line_start = 0;
-    *line = 1;
-    for (size_t i = 0; i < n; i++) {
-        char c = p[i];
-        if (c == '\n') {
-            (*line)++;
-            line_start = i + 1;
-        } else if (in_str) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_str = 0;
-        } else if (c == '"') {
-            in_str = 1;
-        } else if (c == '[' || c == '{') {
-            if (++depth > max) {
-                *col = (int)(i - line_start + 1);
-                return 1;
-            }
-        } else if (c == ']' || c == '}') {
-            depth--;
-        }
-    }
-    return 0;
-}
 
 static void push_json(lua_State *L, json_t *j)
 {
@@ -152,7 +123,7 @@ void esb__lmod_json_decode(lua_State *L, const char *s, size_t n, int max_depth,
 
     if (n > ESB_LMOD_MAX_INPUT)
         esb__lmod_error(L, "%s: input of %zu bytes is larger than %zu", who, n, ESB_LMOD_MAX_INPUT);
-    if (too_deep(s, n, max_depth, &line, &col))
+    if (esb_jsondepth_scan(s, n, max_depth, &line, &col) >= 0)
         esb__lmod_error(L, "%s: nesting deeper than %d at line %d column %d", who, max_depth, line,
                         col);
     void **g = esb__lmod_guard(L, free_json);
@@ -244,18 +215,6 @@ static void newline(struct enc *e, int depth)
 
 static void encode_value(struct enc *e, int idx, int depth);
 
-struct key {
-    const char *s;
-    size_t n;
-};
-
-static int key_cmp(const void *a, const void *b)
-{
-    const struct key *x = a, *y = b;
-    int c = memcmp(x->s, y->s, x->n < y->n ? x->n : y->n);
-    return c ? c : (x->n > y->n) - (x->n < y->n);
-}
-
 static void object_member(struct enc *e, int first, int depth, int key_idx, int val_idx)
 {
     size_t kn;
@@ -286,7 +245,7 @@ static void encode_object(struct enc *e, int t, size_t nkeys, int depth)
         /* keys anchored in a table; sorted as (pointer, length) pairs */
         lua_createtable(L, (int)nkeys, 0);
         int kt = lua_gettop(L);
-        struct key *keys = lua_newuserdatauv(L, nkeys * sizeof(*keys) + 1, 0);
+        struct esb__lmod_key *keys = lua_newuserdatauv(L, nkeys * sizeof(*keys) + 1, 0);
         size_t n = 0;
         lua_pushnil(L);
         while (lua_next(L, t) && n < nkeys) {
@@ -297,7 +256,7 @@ static void encode_object(struct enc *e, int t, size_t nkeys, int depth)
             n++;
         }
         lua_settop(L, kt + 1);
-        qsort(keys, n, sizeof(*keys), key_cmp);
+        qsort(keys, n, sizeof(*keys), esb__lmod_key_cmp);
         for (size_t i = 0; i < n; i++) {
             lua_pushlstring(L, keys[i].s, keys[i].n);
             lua_pushvalue(L, -1);

@@ -113,30 +113,6 @@ int esb_luaopen_uuid(lua_State *L)
 #define MAX_OFFSET (23 * 60 + 59)
 #define FMT_MAX    256
 
-/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant). */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static void civil_from_days(int64_t z, int *y, int *m, int *d)
-{
-    z += 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
-    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *y = (int)(yoe + era * 400 + (*m <= 2));
-}
-
 static int days_in_month(int y, int m)
 {
     static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
@@ -155,7 +131,7 @@ static int to_ms(const struct tparts *t, int64_t *ms)
         t->d > days_in_month(t->y, t->mo) || t->h > 23 || t->mi > 59 || t->s > 59 ||
         t->off < -MAX_OFFSET || t->off > MAX_OFFSET)
         return -1;
-    *ms = days_from_civil(t->y, t->mo, t->d) * MS_PER_DAY +
+    *ms = esb_days_from_civil(t->y, t->mo, t->d) * MS_PER_DAY +
           ((int64_t)t->h * 3600 + t->mi * 60 + t->s) * 1000 + t->ms - (int64_t)t->off * 60000;
     return 0;
 }
@@ -251,7 +227,7 @@ static int format_time(int64_t ms, int off, const char *fmt, char *out, size_t c
     int64_t days = local >= 0 ? local / MS_PER_DAY : -((-local + MS_PER_DAY - 1) / MS_PER_DAY);
     int64_t rest = local - days * MS_PER_DAY;
     int y, mo, d;
-    civil_from_days(days, &y, &mo, &d);
+    esb_civil_from_days(days, &y, &mo, &d);
     if (y < 0 || y > 9999) return -1;
     int h = (int)(rest / 3600000), mi = (int)(rest / 60000 % 60), s = (int)(rest / 1000 % 60);
     int frac = (int)(rest % 1000);

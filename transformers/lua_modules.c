@@ -116,14 +116,9 @@ void esb__lmod_guard_drop(lua_State *L, int idx)
 
 /* ---- sorted keys ---- */
 
-struct skey {
-    const char *s;
-    size_t n;
-};
-
-static int skey_cmp(const void *a, const void *b)
+int esb__lmod_key_cmp(const void *a, const void *b)
 {
-    const struct skey *x = a, *y = b;
+    const struct esb__lmod_key *x = a, *y = b;
     int c = memcmp(x->s, y->s, x->n < y->n ? x->n : y->n);
     return c ? c : (x->n > y->n) - (x->n < y->n);
 }
@@ -143,13 +138,13 @@ lua_Integer esb__lmod_sorted_keys(lua_State *L, int t, const char *what, const c
         lua_pushvalue(L, -1);
         lua_rawseti(L, anchor, ++n);
     }
-    struct skey *k = lua_newuserdatauv(L, (size_t)n * sizeof(*k) + 1, 0);
+    struct esb__lmod_key *k = lua_newuserdatauv(L, (size_t)n * sizeof(*k) + 1, 0);
     for (lua_Integer i = 0; i < n; i++) {
         lua_rawgeti(L, anchor, i + 1);
         k[i].s = lua_tolstring(L, -1, &k[i].n);
         lua_pop(L, 1); /* still in the anchor table */
     }
-    qsort(k, (size_t)n, sizeof(*k), skey_cmp);
+    qsort(k, (size_t)n, sizeof(*k), esb__lmod_key_cmp);
     lua_createtable(L, n > INT32_MAX ? 0 : (int)n, 0);
     for (lua_Integer i = 0; i < n; i++) {
         lua_pushlstring(L, k[i].s, k[i].n);

@@ -82,6 +82,13 @@ lua_Integer esb__lmod_opt_int(lua_State *L, int idx, const char *name, lua_Integ
 /* Returns the string (valid while the options table holds it) or def. */
 const char *esb__lmod_opt_str(lua_State *L, int idx, const char *name, const char *def, size_t *len,
                               const char *who);
+/* A string key by pointer and length, and the qsort comparator that orders
+ * such keys bytewise (a prefix first), as esb__lmod_sorted_keys does. */
+struct esb__lmod_key {
+    const char *s;
+    size_t n;
+};
+int esb__lmod_key_cmp(const void *a, const void *b);
 /* Push an array of the keys of the table at t in byte order (O(n log n));
  * returns their number. Keys that are not strings raise
  * "<who>: <what> keys must be strings". */
