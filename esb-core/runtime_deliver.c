@@ -6,7 +6,10 @@
  *   the connector's thread reports each outcome through a callback that
  *   only queues it; the dispatcher commits all queued outcomes in ONE bus
  *   transaction (acks, retries, dead-letters), so group commit works for
- *   deliveries as for ingest.
+ *   deliveries as for ingest. That commit is asynchronous: the dispatcher
+ *   starts the next deliveries while the bus makes the outcomes durable
+ *   (max-in-flight counts requests to the endpoint, not commits), and the
+ *   entries are released from the bus's completion callback.
  *
  * Circuit breaker: after BREAKER_FAILURES consecutive retryable failures
  * the endpoint is "open" for BREAKER_COOLDOWN_MS: nothing new is taken
@@ -51,7 +54,7 @@ struct esb__dispatcher {
     pthread_mutex_t lock;
     pthread_cond_t cv;
     struct outcome *done; /* finished deliveries, not yet committed */
-    unsigned inflight;    /* started, outcome not yet committed */
+    unsigned inflight;    /* requests started, not yet answered */
     _Atomic int retired;
     _Atomic int aborted; /* shutting down: outcomes are not committed */
     enum breaker breaker;
@@ -115,6 +118,38 @@ static int breaker_allows(struct esb__dispatcher *d)
     return d->inflight == 0; /* half-open: one probe at a time */
 }
 
+/* The outcomes of one transaction, freed when the bus is done with it. */
+struct committing {
+    struct esb_txn *t;
+    struct outcome *list;
+    size_t n;
+    char *ep; /* endpoint id, for the log */
+};
+
+static void free_outcomes(struct outcome *list)
+{
+    while (list) {
+        struct outcome *next = list->next;
+        esb_entry_free(list->e); /* unresolved after a failed commit: ready again */
+        free(list);
+        list = next;
+    }
+}
+
+/* Bus completion thread: the outcomes are durable (rc 0) or not. */
+static void outcomes_committed(void *ctx, int rc)
+{
+    struct committing *c = ctx;
+    if (rc < 0 && rc != ESB_ECLOSED)
+        esb_error("[endpoint:%s] committing %zu delivery outcomes failed: %s; they will be "
+                  "delivered again",
+                  c->ep, c->n, esb_strerror(rc));
+    esb_txn_free(c->t);
+    free_outcomes(c->list);
+    free(c->ep);
+    free(c);
+}
+
 /* Commit every queued outcome in one transaction. */
 static void commit_outcomes(struct esb__dispatcher *d, struct outcome *list)
 {
@@ -134,29 +169,28 @@ static void commit_outcomes(struct esb__dispatcher *d, struct outcome *list)
         pthread_mutex_unlock(&d->lock);
         return;
     }
-    struct esb_txn *t = esb_txn_new();
-    size_t n = 0;
-    for (struct outcome *o = list; o; o = o->next, n++) {
-        esb__rt_outcome(t, d->g, d->ep, o->e, &o->result);
+    struct committing *c = esb_calloc(1, sizeof(*c));
+    c->t = esb_txn_new();
+    c->list = list;
+    c->ep = esb_strdup(d->ep->id);
+    for (struct outcome *o = list; o; o = o->next, c->n++) {
+        esb__rt_outcome(c->t, d->g, d->ep, o->e, &o->result);
         breaker_note(d, &o->result);
     }
+    /* The requests are answered: their slots are free for new ones. */
+    pthread_mutex_lock(&d->lock);
+    d->inflight -= (unsigned)c->n;
+    pthread_mutex_unlock(&d->lock);
     struct esb_err err = {0};
     struct esb_bus *bus = esb_runtime_bus(d->rt);
-    int rc = esb_bus_commit(bus, t, &err);
-    if (rc < 0 && rc != ESB_ECLOSED)
-        esb_error("[endpoint:%s] committing %zu delivery outcomes failed: %s; they will be "
-                  "delivered again",
-                  d->ep->id, n, err.msg);
-    esb_txn_free(t);
-    while (list) {
-        struct outcome *next = list->next;
-        esb_entry_free(list->e);
-        free(list);
-        list = next;
+    if (esb_bus_commit_async(bus, c->t, outcomes_committed, c, &err) < 0) {
+        /* Refused before anything was written: the callback is not called. */
+        if (err.code != ESB_ECLOSED)
+            esb_error("[endpoint:%s] committing %zu delivery outcomes failed: %s; they will be "
+                      "delivered again",
+                      c->ep, c->n, err.msg);
+        outcomes_committed(c, ESB_ECLOSED);
     }
-    pthread_mutex_lock(&d->lock);
-    d->inflight -= (unsigned)n;
-    pthread_mutex_unlock(&d->lock);
 }
 
 /* Start delivering e; a connector that refuses to start counts as RETRY. */
