@@ -8,10 +8,20 @@
  *         target = name | u32 attempt | u64 not_before | u16 reason | u16 from
  *                  | u16 key (reason/from/key: lengths followed by bytes;
  *                  key is the ordering key, empty for none)
+ *                  [| tries: the entry's attempt history]
  *   ACK   u64 seq | name
- *   RETRY u64 seq | name | u32 attempt | u64 not_before
+ *   RETRY u64 seq | name | u32 attempt | u64 not_before [| tries: the attempt
+ *         that failed]
  *   DEAD  u64 seq | from name | dlq name | u32 attempt | u16 len | reason
- *   DEDUP u64 expires_ms (0 = forget) | u16 len | key */
+ *         [| tries: the attempt that failed]
+ *   DEDUP u64 expires_ms (0 = forget) | u16 len | key
+ * The [| tries] parts (a tries block, bus_tries.c) are there when the record
+ * has the flag ESB__REC_TRIES: format 2. Without it (format 1, written
+ * before histories were kept) they are absent and a DEAD record's attempt
+ * (or a dead letter's in a MSG relocation) counts from 0, so it is read as
+ * attempt + 1: format 2 counts the attempts made. New records are always
+ * format 2 (a MSG that is not a relocation has no history to carry, so it
+ * stays format 1). */
 #include "config.h"
 
 #include <stdlib.h>
@@ -56,6 +66,7 @@ struct queue *esb__queue_get(struct esb_bus *bus, const char *name, int create)
 
 static void ent_free(struct ent *e)
 {
+    free(e->tries);
     free(e->reason);
     free(e->dead_from);
     free(e->key);
@@ -301,7 +312,15 @@ static void rd_str(struct rd *r, size_t width, char *out, size_t outsz)
     out[n] = '\0';
 }
 
-size_t esb__msg_body_offset(const uint8_t *p, uint32_t len)
+/* A tries block (format 2 records): its start, and its length in *n. */
+static const uint8_t *rd_tries(struct rd *r, size_t *n)
+{
+    *n = r->bad ? 0 : esb__tries_len(r->p + r->off, r->len - r->off);
+    if (!*n) r->bad = 1;
+    return rd_take(r, *n);
+}
+
+size_t esb__msg_body_offset(const uint8_t *p, uint32_t len, uint8_t flags)
 {
     struct rd r = {.p = p, .len = len};
     rd_u64(&r);
@@ -314,6 +333,8 @@ size_t esb__msg_body_offset(const uint8_t *p, uint32_t len)
         rd_take(&r, rd_u16(&r));
         rd_take(&r, rd_u16(&r));
         rd_take(&r, rd_u16(&r));
+        size_t tn;
+        if (flags & ESB__REC_TRIES) rd_tries(&r, &tn);
     }
     return r.bad ? 0 : r.off;
 }
@@ -389,6 +410,12 @@ static int apply_msg(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t flags,
         rd_str(&r, 2, reason, sizeof(reason));
         rd_str(&r, 2, from, sizeof(from));
         rd_str(&r, 2, key, sizeof(key));
+        const uint8_t *tries = NULL;
+        size_t tn = 0;
+        if (flags & ESB__REC_TRIES)
+            tries = rd_tries(&r, &tn);
+        else if (from[0])
+            attempt++; /* format 1: a dead letter's attempt counted from 0 */
         if (r.bad) return ESB_ECORRUPT;
         struct queue *q = esb__queue_get(bus, name, 1);
         struct ent *e = esb__u64map_get(&q->ents, seq);
@@ -409,6 +436,7 @@ static int apply_msg(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t flags,
         e->enq_ms = enq;
         set_str(&e->reason, reason);
         set_str(&e->dead_from, from);
+        if (tries) esb__tries_add(&e->tries, tries, tn);
         if (key[0]) {
             set_str(&e->key, key);
             keylist_insert(q, e, key);
@@ -546,10 +574,14 @@ int esb__apply(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t type, uint8_
         rd_str(&r, 2, name, sizeof(name));
         uint32_t attempt = rd_u32(&r);
         uint64_t not_before = rd_u64(&r);
+        const uint8_t *tries = NULL;
+        size_t tn = 0;
+        if (flags & ESB__REC_TRIES) tries = rd_tries(&r, &tn);
         if (r.bad) return ESB_ECORRUPT;
         if ((e = find_ent(bus, name, seq)) != NULL) {
             if (!bus->recovering) ent_unlink(e);
             e->attempt = attempt;
+            if (tries) esb__tries_add(&e->tries, tries, tn);
             e->pending = 0;
             e->not_before = not_before ? not_before : 1;
             e->state = ENT_WAITING;
@@ -563,18 +595,31 @@ int esb__apply(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t type, uint8_
         rd_str(&r, 2, dlq, sizeof(dlq));
         uint32_t attempt = rd_u32(&r);
         rd_str(&r, 2, reason, sizeof(reason));
+        const uint8_t *tries = NULL;
+        size_t tn = 0;
+        if (flags & ESB__REC_TRIES)
+            tries = rd_tries(&r, &tn);
+        else
+            attempt++; /* format 1: counted from 0 */
         if (r.bad) return ESB_ECORRUPT;
         if ((e = find_ent(bus, name, seq)) == NULL) return 0;
         if (!bus->recovering) ent_unlink(e);
         struct esb_wal_pos at = e->pos;
         uint32_t rec_len = e->rec_len;
         uint64_t enq = e->enq_ms;
+        uint8_t *history = e->tries; /* moves with the entry */
+        e->tries = NULL;
         ent_drop(bus, e);
         struct queue *q = esb__queue_get(bus, dlq, 1);
-        if (esb__u64map_get(&q->ents, seq)) return 0;
+        if (esb__u64map_get(&q->ents, seq)) {
+            free(history);
+            return 0;
+        }
         e = ent_new(bus, q, seq, at, rec_len);
         e->attempt = attempt;
         e->enq_ms = enq;
+        e->tries = history;
+        if (tries) esb__tries_add(&e->tries, tries, tn);
         set_str(&e->reason, reason);
         set_str(&e->dead_from, name);
         e->state = ENT_READY;

@@ -16,8 +16,12 @@
 #include "bus_index.h"
 #include "wal.h"
 
-/* Flags of an ESB_REC_MSG record. */
-#define ESB__MSG_RELOC 0x01 /* a copy made by compaction: moves existing entries */
+/* Record flags (the header's flags byte, ESB_WAL_F_MORE aside). */
+#define ESB__MSG_RELOC 0x01 /* MSG: a copy made by compaction: moves existing entries */
+/* MSG, RETRY, DEAD: record format 2, with attempt histories ("tries
+ * blocks", see bus_tries.c). A record without it is format 1: no history,
+ * and a dead letter's attempt counted from 0 (read as attempt + 1). */
+#define ESB__REC_TRIES 0x02
 
 /* Limits of the record codec. */
 #define ESB__MAX_QUEUE_NAME 255
@@ -39,6 +43,7 @@ struct ent {
     uint64_t enq_ms;
     char *reason;       /* dead-letter reason, owned */
     char *dead_from;    /* owned */
+    uint8_t *tries;     /* attempt history: a tries block (bus_tries.c), owned, or NULL */
     char *key;          /* ordering key, or NULL */
     struct keylist *kl; /* the entries of that key, by seq */
     struct ent *knext, *kprev;
@@ -213,9 +218,24 @@ void esb__pending_key_drop(struct esb_bus *bus, const char *key);
 void esb__maintain_locked(struct esb_bus *bus);
 
 /* Record codec. */
-/* Parse the target list of a MSG payload; returns offset of the message
- * encoding or 0 if malformed. */
-size_t esb__msg_body_offset(const uint8_t *p, uint32_t len);
+/* Parse the target list of a MSG payload (flags: the record's); returns
+ * offset of the message encoding or 0 if malformed. */
+size_t esb__msg_body_offset(const uint8_t *p, uint32_t len, uint8_t flags);
+
+/* bus_tries.c: attempt histories. A tries block is u8 n, then n items
+ * (u64 at_ms | u8 len + class | u16 len + text), oldest first, n <=
+ * ESB_BUS_TRIES_MAX. An entry keeps its history as one such block. */
+/* Append the block of one attempt (or of none, failed NULL) to b. */
+void esb__tries_put_one(struct esb_buf *b, const struct esb_try *failed);
+/* Append the block blk (an entry's history, NULL: empty) to b. */
+void esb__tries_put(struct esb_buf *b, const uint8_t *blk);
+/* Length of the valid block at p (at most avail bytes), or 0. */
+size_t esb__tries_len(const uint8_t *p, size_t avail);
+/* Add the items of block add (valid, of len bytes) to the history *blk,
+ * keeping the last ESB_BUS_TRIES_MAX; *blk stays NULL if there are none. */
+void esb__tries_add(uint8_t **blk, const uint8_t *add, size_t len);
+/* Decode the history blk (NULL: none) into an array (NULL if none). */
+struct esb_try *esb__tries_decode(const uint8_t *blk, uint32_t *n);
 /* Append a whole record (header + payload parts) to buf. */
 void esb__rec_put(struct esb_buf *buf, uint8_t type, uint8_t flags, const struct iovec *parts,
                   int n);

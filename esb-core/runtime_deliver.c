@@ -36,6 +36,7 @@ enum breaker { CLOSED, OPEN, HALF_OPEN };
 struct outcome {
     struct esb__dispatcher *d;
     struct esb_entry *e;
+    uint64_t started_ms; /* wall */
     struct esb_delivery result;
     struct outcome *next;
 };
@@ -137,7 +138,7 @@ static void commit_outcomes(struct esb__dispatcher *d, struct outcome *list)
     struct esb_txn *t = esb_txn_new();
     size_t n = 0;
     for (struct outcome *o = list; o; o = o->next, n++) {
-        esb__rt_outcome(t, d->g, d->ep, o->e, &o->result);
+        esb__rt_outcome(t, d->g, d->ep, o->e, &o->result, o->started_ms);
         breaker_note(d, &o->result);
     }
     struct esb_err err = {0};
@@ -165,6 +166,7 @@ static void start_one(struct esb__dispatcher *d, struct esb_entry *e)
     struct outcome *o = esb_calloc(1, sizeof(*o));
     o->d = d;
     o->e = e;
+    o->started_ms = esb_now_ms();
     struct esb_err err = {0};
     /* Under the lock: esb__dispatcher_abort destroys the connector only
      * after it saw us stop starting deliveries. */

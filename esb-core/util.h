@@ -47,6 +47,9 @@ char *esb_strndup(const char *s, size_t n);
 /* Clocks in milliseconds / nanoseconds. */
 uint64_t esb_now_ms(void);  /* CLOCK_REALTIME, ms since the epoch */
 uint64_t esb_mono_ns(void); /* CLOCK_MONOTONIC */
+/* Wall ms as UTC ISO 8601 with milliseconds: "2026-11-23T16:49:39.123Z". */
+#define ESB_TIME_ISO_SIZE 32
+void esb_time_iso(uint64_t ms, char out[ESB_TIME_ISO_SIZE]);
 
 /* Little-endian packing. */
 static inline void esb_put_u16(uint8_t *p, uint16_t v)
