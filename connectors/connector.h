@@ -63,6 +63,16 @@ struct esb_delivery {
 /* Called exactly once per started delivery, from the connector's thread. */
 typedef void (*esb_delivery_done_fn)(void *ctx, const struct esb_delivery *result);
 
+/* The circuit breaker the runtime keeps per asynchronous outbound endpoint:
+ * after `failures` consecutive retryable failures nothing new is sent for
+ * `cooldown_ms`, then one probe. */
+struct esb_breaker_conf {
+    unsigned failures;    /* 0: no breaker */
+    uint64_t cooldown_ms; /* >= 1 */
+};
+#define ESB_BREAKER_FAILURES    5 /* defaults, for endpoints that do not say */
+#define ESB_BREAKER_COOLDOWN_MS 30000
+
 struct esb_connector_ops {
     const char *element;   /* config element and URI scheme: "http-in", "file-out", ... */
     enum esb_connector_dir dir;
@@ -93,6 +103,9 @@ struct esb_connector_ops {
     int (*deliver_async)(struct esb_endpoint *ep, struct esb_msg *m, esb_delivery_done_fn done,
                          void *ctx, struct esb_err *err);
     unsigned (*max_in_flight)(const struct esb_endpoint *ep);
+    /* Outbound, asynchronous: the endpoint's circuit breaker (NULL: the
+     * defaults ESB_BREAKER_FAILURES, ESB_BREAKER_COOLDOWN_MS). */
+    void (*breaker)(const struct esb_endpoint *ep, struct esb_breaker_conf *out);
     /* Free ep->state (and anything start/deliver made). NULL-safe. */
     void (*destroy)(struct esb_endpoint *ep);
 };

@@ -101,6 +101,13 @@ static const struct esb_attr_spec http_out_attrs[] = {
     A("retry-status", ESB_ATTR_STRING, "408,425,429,500-599", retry_status, 0, 0, NULL,
       "HTTP statuses (300-599; single codes or ranges) that mean retry later; 2xx is success "
       "and every other status dead-letters."),
+    A("breaker-failures", ESB_ATTR_UINT, "5", breaker_failures, 0, 1000000, NULL,
+      "Circuit breaker: after this many consecutive deliveries failed with a retryable error "
+      "(a retry-status, a timeout, a connection error), nothing new is sent to the endpoint "
+      "for breaker-cooldown (messages wait on the bus), then one probe: its success closes "
+      "the breaker, its failure opens it again. 0 turns the breaker off."),
+    A("breaker-cooldown", ESB_ATTR_DURATION, "30s", breaker_cooldown, 1, UINT64_C(86400000), NULL,
+      "How long the open circuit breaker sends nothing before its probe."),
 #undef A
     ESB_ATTR_END,
 };
@@ -615,6 +622,12 @@ static unsigned http_out_max_in_flight(const struct esb_endpoint *ep)
     return (unsigned)CONF(ep)->max_in_flight;
 }
 
+static void http_out_breaker(const struct esb_endpoint *ep, struct esb_breaker_conf *out)
+{
+    out->failures = (unsigned)CONF(ep)->breaker_failures;
+    out->cooldown_ms = CONF(ep)->breaker_cooldown;
+}
+
 static int http_out_check(struct esb_endpoint *ep, struct esb_err *err)
 {
     struct esb__http_out_compiled c;
@@ -652,5 +665,6 @@ const struct esb_connector_ops esb_http_out_ops = {
     .deliver = http_out_deliver,
     .deliver_async = http_out_deliver_async,
     .max_in_flight = http_out_max_in_flight,
+    .breaker = http_out_breaker,
     .destroy = http_out_destroy,
 };

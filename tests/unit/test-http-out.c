@@ -307,6 +307,8 @@ static void test_check(void)
         {"url=\"http://127.0.0.1:@P@/\" ca-file=\"/nonexistent/ca.pem\"", "cannot read"},
         {"url=\"http://127.0.0.1:@P@/\" method=\"GET\"", "method"},
         {"url=\"http://127.0.0.1:@P@/\" max-in-flight=\"0\"", "max-in-flight"},
+        {"url=\"http://127.0.0.1:@P@/\" breaker-cooldown=\"0s\"", "breaker-cooldown"},
+        {"url=\"http://127.0.0.1:@P@/\" breaker-failures=\"-1\"", "breaker-failures"},
     };
     for (size_t i = 0; i < ESB_ARRAY_LEN(bad); i++) {
         err.msg[0] = '\0';
@@ -322,6 +324,18 @@ static void test_check(void)
                      &err);
     ok(rc == 0, "a full valid config passes check (%s)", rc ? err.msg : "");
     ok(esb_http_out_ops.max_in_flight(&f.ep) == 64, "max-in-flight defaults to 64");
+    struct esb_breaker_conf b = {0};
+    esb_http_out_ops.breaker(&f.ep, &b);
+    ok(b.failures == ESB_BREAKER_FAILURES && b.cooldown_ms == ESB_BREAKER_COOLDOWN_MS &&
+           b.failures == 5 && b.cooldown_ms == 30000,
+       "the circuit breaker defaults to 5 failures, 30 s cool-down");
+    ep_free(&f);
+    rc = ep_make(&f,
+                 "url=\"http://127.0.0.1:@P@/\" breaker-failures=\"0\" breaker-cooldown=\"250ms\"",
+                 &err);
+    esb_http_out_ops.breaker(&f.ep, &b);
+    ok(rc == 0 && b.failures == 0 && b.cooldown_ms == 250,
+       "breaker-failures=0 (no breaker) and breaker-cooldown=250ms are taken");
     ep_free(&f);
     ok(esb_connector_find("http-out") == &esb_http_out_ops, "http-out is registered");
 }
