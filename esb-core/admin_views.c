@@ -426,6 +426,9 @@ enum MHD_Result esb__admin_metrics(struct esb__admin_call *k)
          offsetof(struct esb_bus_stats, refused_full)},
         {"esb_bus_segments_deleted_total", "Log segments deleted after every entry was resolved.",
          offsetof(struct esb_bus_stats, segments_deleted)},
+        {"esb_bus_marks_forgotten_total",
+         "Idempotency marks forgotten to keep a bounded set (dedupe max-keys) in its bound.",
+         offsetof(struct esb_bus_stats, marks_forgotten)},
     };
     static const struct {
         const char *name, *help;

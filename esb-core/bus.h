@@ -68,6 +68,7 @@ struct esb_bus_stats {
     uint64_t segments_deleted;
     uint64_t entries_relocated; /* copied forward by compaction */
     uint64_t marks;             /* idempotency marks held now */
+    uint64_t marks_forgotten;   /* marks a bounded set forgot to stay in its bound */
     /* from recovery */
     uint64_t recovered_records, recovered_entries, recovered_corrupt, recovered_truncated_bytes;
 };
@@ -191,6 +192,14 @@ int esb_bus_ack(struct esb_bus *bus, const struct esb_entry *e, struct esb_err *
  * in flight): otherwise the whole commit fails with ESB_EEXIST and nothing
  * is written. An atomic check-and-set for idempotent consumers. */
 void esb_txn_mark_unique(struct esb_txn *t, const char *key, uint64_t expires_ms);
+/* The same for a mark of a bounded set: the marks whose keys begin with the
+ * same set_len bytes (the set's name, e.g. "dedupe:ROUTE") keep only the
+ * max_keys most recently committed; a new one makes the set forget its
+ * oldest beyond that, at once and durably (a restart rebuilds the same
+ * set). Forgetting is counted (stats.marks_forgotten) and logged at most
+ * once a minute per set. max_keys 0 or set_len 0: an unbounded mark. */
+void esb_txn_mark_unique_bounded(struct esb_txn *t, const char *key, size_t set_len,
+                                 uint32_t max_keys, uint64_t expires_ms);
 
 /* 1 if key is marked (committed) and not expired, else 0. */
 int esb_bus_marked(struct esb_bus *bus, const char *key);

@@ -14,7 +14,7 @@
  *         that failed]
  *   DEAD  u64 seq | from name | dlq name | u32 attempt | u16 len | reason
  *         [| tries: the attempt that failed]
- *   DEDUP u64 expires_ms (0 = forget) | u16 len | key
+ *   DEDUP u64 expires_ms (0 = forget) | u16 len | key [| set: bus_marks.c]
  * The [| tries] parts (a tries block, bus_tries.c) are there when the record
  * has the flag ESB__REC_TRIES: format 2. Without it (format 1, written
  * before histories were kept) they are absent and a DEAD record's attempt
@@ -447,101 +447,6 @@ static int apply_msg(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t flags,
     return 0;
 }
 
-/* ---- marks ---- */
-
-static uint64_t hash_key(const char *s, size_t n)
-{
-    return hash_bytes(s, n);
-}
-
-struct mark *esb__mark_find(struct esb_bus *bus, const char *key)
-{
-    struct mark *m = esb__u64map_get(&bus->marks, hash_key(key, strlen(key)));
-    while (m && strcmp(m->key, key) != 0) m = m->next;
-    return m;
-}
-
-static void mark_remove(struct esb_bus *bus, uint64_t h, struct mark *m)
-{
-    struct mark *head = esb__u64map_get(&bus->marks, h), **pp = &head;
-    while (*pp != m) pp = &(*pp)->next;
-    *pp = m->next;
-    if (head)
-        esb__u64map_put(&bus->marks, h, head);
-    else
-        esb__u64map_del(&bus->marks, h);
-    esb__seglive_add(bus, m->pos.seg, -1, -(int64_t)m->rec_len);
-    bus->nmarks--;
-    free(m->key);
-    free(m);
-}
-
-void esb__mark_payload(struct esb_buf *b, const char *key, uint64_t expires)
-{
-    size_t n = strlen(key);
-    if (n > ESB__MAX_MARK_KEY) n = ESB__MAX_MARK_KEY;
-    uint8_t x[10];
-    esb_put_u64(x, expires);
-    esb_put_u16(x + 8, (uint16_t)n);
-    if (esb_buf_add(b, x, sizeof(x)) || esb_buf_add(b, key, n)) abort();
-}
-
-static int apply_mark(struct esb_bus *bus, struct esb_wal_pos pos, const uint8_t *p, uint32_t len)
-{
-    struct rd r = {.p = p, .len = len};
-    uint64_t expires = rd_u64(&r);
-    uint16_t n = rd_u16(&r);
-    const uint8_t *k = rd_take(&r, n);
-    if (r.bad) return ESB_ECORRUPT;
-    char key[ESB__MAX_MARK_KEY + 1];
-    memcpy(key, k, n);
-    key[n] = '\0';
-    uint64_t h = hash_key(key, n);
-    struct mark *m = esb__mark_find(bus, key);
-    if (m) mark_remove(bus, h, m);
-    if (expires == 0 || expires <= esb_now_ms()) return 0;
-    m = esb_calloc(1, sizeof(*m));
-    m->key = esb_strdup(key);
-    m->expires = expires;
-    m->pos = pos;
-    m->rec_len = len;
-    m->next = esb__u64map_get(&bus->marks, h);
-    esb__u64map_put(&bus->marks, h, m);
-    esb__seglive_add(bus, pos.seg, 1, len);
-    bus->nmarks++;
-    return 0;
-}
-
-size_t esb__marks_sweep(struct esb_bus *bus, uint64_t now_ms)
-{
-    size_t dropped = 0;
-    uint64_t h;
-    void *v;
-    for (size_t i = 0; (i = esb__u64map_next(&bus->marks, i, &h, &v)) != 0;) {
-        for (struct mark *m = v, *next; m; m = next) {
-            next = m->next;
-            if (m->expires > now_ms) continue;
-            mark_remove(bus, h, m); /* leaves a tombstone: iteration stays valid */
-            dropped++;
-        }
-    }
-    return dropped;
-}
-
-void esb__marks_free(struct esb_bus *bus)
-{
-    uint64_t h;
-    void *v;
-    for (size_t i = 0; (i = esb__u64map_next(&bus->marks, i, &h, &v)) != 0;) {
-        for (struct mark *m = v, *next; m; m = next) {
-            next = m->next;
-            free(m->key);
-            free(m);
-        }
-    }
-    esb__u64map_free(&bus->marks);
-}
-
 static struct ent *find_ent(struct esb_bus *bus, const char *queue, uint64_t seq)
 {
     struct queue *q = esb__queue_get(bus, queue, 0);
@@ -627,7 +532,7 @@ int esb__apply(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t type, uint8_
         return 0;
     }
     case ESB_REC_DEDUP:
-        return apply_mark(bus, pos, p, len);
+        return esb__apply_mark(bus, pos, flags, p, len);
     case ESB_REC_AGG:
         return 0; /* reserved for the aggregator */
     default:

@@ -22,6 +22,8 @@
  * blocks", see bus_tries.c). A record without it is format 1: no history,
  * and a dead letter's attempt counted from 0 (read as attempt + 1). */
 #define ESB__REC_TRIES 0x02
+/* DEDUP: the mark belongs to a bounded mark set (bus_marks.c). */
+#define ESB__MARK_SET 0x04
 
 /* Limits of the record codec. */
 #define ESB__MAX_QUEUE_NAME 255
@@ -79,6 +81,8 @@ struct topic {
     size_t nsubs;
 };
 
+struct markset;
+
 /* An idempotency mark (DEDUP record). Chained: the map key is a hash. */
 struct mark {
     char *key;
@@ -86,6 +90,9 @@ struct mark {
     struct esb_wal_pos pos;
     uint32_t rec_len;
     struct mark *next;
+    struct markset *set; /* its bounded set, or NULL */
+    uint64_t set_seq;    /* its place in the set */
+    size_t heap_idx;     /* in the set's heap */
 };
 
 #define ESB__MAX_MARK_KEY 1024
@@ -157,6 +164,7 @@ struct esb_bus {
     struct esb__strmap queues; /* name -> struct queue* */
     struct esb__strmap topics; /* name -> struct topic* */
     struct esb__u64map marks;  /* hash(key) -> struct mark* chain */
+    struct esb__strmap marksets; /* name -> struct markset* (bus_marks.c) */
     char **pending_keys;       /* unique marks of admitted, unapplied txns */
     size_t npending_keys, cap_pending_keys;
     uint64_t nmarks;
@@ -189,13 +197,26 @@ struct seglive *esb__seglive(struct esb_bus *bus, uint32_t seg);
 /* Apply one record (at runtime after it is durable, or during recovery). */
 int esb__apply(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t type, uint8_t flags,
                const uint8_t *p, uint32_t len);
-/* Marks (bus_index.c). */
+/* Marks (bus_marks.c). */
 struct mark *esb__mark_find(struct esb_bus *bus, const char *key);
+/* Apply a DEDUP record. */
+int esb__apply_mark(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t flags, const uint8_t *p,
+                    uint32_t len);
 /* Drop expired marks; returns how many. */
 size_t esb__marks_sweep(struct esb_bus *bus, uint64_t now_ms);
+/* Log, at most once a minute per set, how many marks bounded sets forgot. */
+void esb__marksets_report(struct esb_bus *bus, uint64_t now_ms);
 void esb__marks_free(struct esb_bus *bus);
-/* Encode a DEDUP record payload. */
-void esb__mark_payload(struct esb_buf *b, const char *key, uint64_t expires);
+/* Encode a DEDUP record payload: key until expires, in the bounded set
+ * named by the first set_len bytes of key (0: none) with max_keys, its
+ * seq set_seq (patched by esb__mark_seal). Returns the record's flags. */
+uint8_t esb__mark_payload(struct esb_buf *b, const char *key, uint64_t expires, size_t set_len,
+                          uint64_t set_seq, uint32_t max_keys);
+/* The payload of a copy of m (compaction), and its flags. */
+void esb__mark_copy(struct esb_buf *b, const struct mark *m, uint8_t *flags);
+/* Sealing a DEDUP record (payload p) of a bounded set: give it the set's
+ * next seq. */
+void esb__mark_seal(struct esb_bus *bus, uint8_t flags, uint8_t *p, uint32_t len);
 /* After recovery: put every entry in its heap. */
 void esb__index_finish_recovery(struct esb_bus *bus);
 

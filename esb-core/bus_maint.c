@@ -134,9 +134,10 @@ static void compact_oldest(struct esb_bus *bus)
         for (struct mark *m = mv; m; m = m->next) {
             if (m->pos.seg != oldest) continue;
             p.len = 0;
-            esb__mark_payload(&p, m->key, m->expires);
+            uint8_t flags;
+            esb__mark_copy(&p, m, &flags);
             struct iovec iov = {p.data, p.len};
-            esb__rec_put(&t->buf, ESB_REC_DEDUP, 0, &iov, 1);
+            esb__rec_put(&t->buf, ESB_REC_DEDUP, flags, &iov, 1);
         }
     }
     esb_buf_free(&rec);
@@ -154,6 +155,7 @@ void esb__maintain_locked(struct esb_bus *bus)
 {
     bus->free_bytes = esb_wal_free_bytes(bus->wal);
     esb__marks_sweep(bus, esb_now_ms());
+    esb__marksets_report(bus, esb_now_ms());
     delete_resolved(bus);
     if (!bus->failed) compact_oldest(bus);
 }

@@ -165,20 +165,32 @@ void esb_txn_dead(struct esb_txn *t, const struct esb_entry *e, const char *dlq,
     txn_resolve(t, e, ESB_REC_DEAD, ESB__REC_TRIES, &p);
 }
 
-void esb_txn_mark(struct esb_txn *t, const char *key, uint64_t expires_ms)
+static void txn_mark(struct esb_txn *t, const char *key, uint64_t expires_ms, size_t set_len,
+                     uint32_t max_keys)
 {
     struct esb_buf p;
     esb_buf_init(&p, SIZE_MAX);
-    esb__mark_payload(&p, key, expires_ms);
-    txn_rec(t, ESB_REC_DEDUP, 0, p.data, p.len);
+    uint8_t flags = esb__mark_payload(&p, key, expires_ms, set_len, 0, max_keys);
+    txn_rec(t, ESB_REC_DEDUP, flags, p.data, p.len);
     esb_buf_free(&p);
+}
+
+void esb_txn_mark(struct esb_txn *t, const char *key, uint64_t expires_ms)
+{
+    txn_mark(t, key, expires_ms, 0, 0);
+}
+
+void esb_txn_mark_unique_bounded(struct esb_txn *t, const char *key, size_t set_len,
+                                 uint32_t max_keys, uint64_t expires_ms)
+{
+    struct txn_op *op = txn_op(t, OP_UNIQUE);
+    op->key = esb_strndup(key, strnlen(key, ESB__MAX_MARK_KEY));
+    txn_mark(t, key, expires_ms, set_len, max_keys);
 }
 
 void esb_txn_mark_unique(struct esb_txn *t, const char *key, uint64_t expires_ms)
 {
-    struct txn_op *op = txn_op(t, OP_UNIQUE);
-    op->key = esb_strndup(key, strnlen(key, ESB__MAX_MARK_KEY));
-    esb_txn_mark(t, key, expires_ms);
+    esb_txn_mark_unique_bounded(t, key, 0, 0, expires_ms);
 }
 
 int esb__pending_key_index(const struct esb_bus *bus, const char *key)
@@ -203,9 +215,10 @@ int esb_bus_marked(struct esb_bus *bus, const char *key)
     return marked;
 }
 
-/* Give each append record its seq, flag every record but the last as
- * "more of this transaction follows" (keeping the record's own flags), and
- * finish the headers (CRC). */
+/* Give each append record its seq and each mark of a bounded set its
+ * place in the set, flag every record but the last as "more of this
+ * transaction follows" (keeping the record's own flags), and finish the
+ * headers (CRC). */
 void esb__txn_seal(struct esb_bus *bus, struct esb_txn *t)
 {
     for (size_t i = 0; i < t->nops; i++) {
@@ -216,6 +229,8 @@ void esb__txn_seal(struct esb_bus *bus, struct esb_txn *t)
     }
     for (size_t i = 0; i < t->nrecs; i++) {
         uint8_t *rec = t->buf.data + t->recs[i];
+        if (rec[12] == ESB_REC_DEDUP)
+            esb__mark_seal(bus, rec[13], rec + ESB_WAL_HDR, esb_get_u32(rec + 8));
         rec[13] = (uint8_t)((rec[13] & ~ESB_WAL_F_MORE) | (i + 1 < t->nrecs ? ESB_WAL_F_MORE : 0));
         esb_put_u32(rec + 4, esb_crc32c(0, rec + 8, 8 + (size_t)esb_get_u32(rec + 8)));
     }

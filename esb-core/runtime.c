@@ -392,10 +392,11 @@ static int run_route(struct worker *w, struct generation *g, const struct handle
             else
                 esb_txn_append_keyed(t, &o->bus_name, 1, o->msg, o->key);
         }
-        if (res.dedupe_key) {
+        if (res.dedupe_key) { /* "dedupe:ROUTE:KEY"; the route's keys are one set */
             char key[1100];
             snprintf(key, sizeof(key), "dedupe:%s", res.dedupe_key);
-            esb_txn_mark_unique(t, key, esb_now_ms() + res.dedupe_window_ms);
+            esb_txn_mark_unique_bounded(t, key, strlen("dedupe:") + strlen(esb_route_id(h->route)),
+                                        res.dedupe_max_keys, esb_now_ms() + res.dedupe_window_ms);
         }
         if (res.dropped)
             esb_debug("[route:%s] filtered id=%s", esb_route_id(h->route), e->msg->id_text);
