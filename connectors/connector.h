@@ -34,15 +34,44 @@ enum esb_outcome {
 
 enum esb_connector_dir { ESB_INBOUND = 1, ESB_OUTBOUND = 2 };
 
+/* What kind of failure a RETRY or REJECT was: the class an entry's attempt
+ * history (struct esb_try) and a dead letter show. Names: esb_fail_name. */
+enum esb_fail {
+    ESB_FAIL_UNSET = 0, /* not said: the runtime derives it from err.code */
+    ESB_FAIL_STATUS,    /* "http-status": the destination answered with an error status */
+    ESB_FAIL_TIMEOUT,   /* "timeout": no (whole) answer in time */
+    ESB_FAIL_CONNECT,   /* "connect": no connection, or it broke (DNS, refused, reset) */
+    ESB_FAIL_TLS,       /* "tls": handshake or certificate */
+    ESB_FAIL_IO,        /* "io": the file system failed */
+    ESB_FAIL_INVALID,   /* "invalid": cannot be sent as configured (URL, name, protocol) */
+    ESB_FAIL_ROUTE,     /* "route": a route step failed (predicate, transform, template) */
+    ESB_FAIL_ERROR,     /* "error": anything else */
+};
+/* The class's name; f ESB_FAIL_UNSET is classified by code (an esb_err
+ * code: ESB_ETIMEDOUT "timeout", ESB_EINVAL "invalid", an errno "io", else
+ * "error"). */
+const char *esb_fail_name(enum esb_fail f, int code);
+
 /* What an asynchronous delivery found out. */
 struct esb_delivery {
     enum esb_outcome outcome;
     uint64_t retry_after_ms; /* RETRY: the destination asked to wait this long (0: policy) */
     int status;              /* HTTP status, or 0 */
     struct esb_err err;      /* RETRY/REJECT: what went wrong, for logs and the DLQ reason */
+    enum esb_fail fail;      /* RETRY/REJECT: the kind of failure (UNSET: by err.code) */
 };
 /* Called exactly once per started delivery, from the connector's thread. */
 typedef void (*esb_delivery_done_fn)(void *ctx, const struct esb_delivery *result);
+
+/* The circuit breaker the runtime keeps per asynchronous outbound endpoint:
+ * after `failures` consecutive retryable failures nothing new is sent for
+ * `cooldown_ms`, then one probe. */
+struct esb_breaker_conf {
+    unsigned failures;    /* 0: no breaker */
+    uint64_t cooldown_ms; /* >= 1 */
+};
+#define ESB_BREAKER_FAILURES    5 /* defaults, for endpoints that do not say */
+#define ESB_BREAKER_COOLDOWN_MS 30000
 
 struct esb_connector_ops {
     const char *element;   /* config element and URI scheme: "http-in", "file-out", ... */
@@ -74,6 +103,9 @@ struct esb_connector_ops {
     int (*deliver_async)(struct esb_endpoint *ep, struct esb_msg *m, esb_delivery_done_fn done,
                          void *ctx, struct esb_err *err);
     unsigned (*max_in_flight)(const struct esb_endpoint *ep);
+    /* Outbound, asynchronous: the endpoint's circuit breaker (NULL: the
+     * defaults ESB_BREAKER_FAILURES, ESB_BREAKER_COOLDOWN_MS). */
+    void (*breaker)(const struct esb_endpoint *ep, struct esb_breaker_conf *out);
     /* Free ep->state (and anything start/deliver made). NULL-safe. */
     void (*destroy)(struct esb_endpoint *ep);
 };

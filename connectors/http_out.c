@@ -101,6 +101,13 @@ static const struct esb_attr_spec http_out_attrs[] = {
     A("retry-status", ESB_ATTR_STRING, "408,425,429,500-599", retry_status, 0, 0, NULL,
       "HTTP statuses (300-599; single codes or ranges) that mean retry later; 2xx is success "
       "and every other status dead-letters."),
+    A("breaker-failures", ESB_ATTR_UINT, "5", breaker_failures, 0, 1000000, NULL,
+      "Circuit breaker: after this many consecutive deliveries failed with a retryable error "
+      "(a retry-status, a timeout, a connection error), nothing new is sent to the endpoint "
+      "for breaker-cooldown (messages wait on the bus), then one probe: its success closes "
+      "the breaker, its failure opens it again. 0 turns the breaker off."),
+    A("breaker-cooldown", ESB_ATTR_DURATION, "30s", breaker_cooldown, 1, UINT64_C(86400000), NULL,
+      "How long the open circuit breaker sends nothing before its probe."),
 #undef A
     ESB_ATTR_END,
 };
@@ -345,10 +352,13 @@ static int permanent_curl_error(CURLcode cc)
            cc == CURLE_TOO_MANY_REDIRECTS;
 }
 
-static const char *curl_error_kind(CURLcode cc)
+/* What went wrong, in words and as a failure class. */
+static const char *curl_error_kind(CURLcode cc, enum esb_fail *fail)
 {
+    *fail = ESB_FAIL_CONNECT;
     switch (cc) {
     case CURLE_OPERATION_TIMEDOUT:
+        *fail = ESB_FAIL_TIMEOUT;
         return "timed out";
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
@@ -362,12 +372,19 @@ static const char *curl_error_kind(CURLcode cc)
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CERTPROBLEM:
     case CURLE_SSL_CACERT_BADFILE:
+        *fail = ESB_FAIL_TLS;
         return "TLS error";
     case CURLE_UNSUPPORTED_PROTOCOL:
+        *fail = ESB_FAIL_INVALID;
         return "refused: not an http or https URL";
     case CURLE_TOO_MANY_REDIRECTS:
+        *fail = ESB_FAIL_INVALID;
         return "too many redirects";
+    case CURLE_URL_MALFORMAT:
+        *fail = ESB_FAIL_INVALID;
+        return "malformed URL";
     default:
+        *fail = ESB_FAIL_ERROR;
         return "transfer error";
     }
 }
@@ -380,9 +397,9 @@ static void classify(const struct http_out_state *st, struct req *r, CURLcode cc
     memset(out, 0, sizeof(*out));
     if (cc != CURLE_OK) {
         out->outcome = permanent_curl_error(cc) ? ESB_REJECT : ESB_RETRY;
+        const char *kind = curl_error_kind(cc, &out->fail);
         esb_err_set(&out->err, cc == CURLE_OPERATION_TIMEDOUT ? ESB_ETIMEDOUT : ESB_EFAILED,
-                    "%s: %s (%s)", curl_error_kind(cc),
-                    r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc), url);
+                    "%s: %s (%s)", kind, r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc), url);
         return;
     }
     long status = 0;
@@ -394,6 +411,7 @@ static void classify(const struct http_out_state *st, struct req *r, CURLcode cc
     }
     int retry = esb__http_out_retry_status(&st->c, status);
     out->outcome = retry ? ESB_RETRY : ESB_REJECT;
+    out->fail = ESB_FAIL_STATUS;
     if (retry) out->retry_after_ms = esb__http_out_retry_after_ms(r->retry_after);
     char body[HTTP_OUT_EXCERPT_MAX + 1];
     size_t n = 0;
@@ -436,7 +454,7 @@ static void finish(struct http_out_state *st, struct req *r, const struct esb_de
 static void start(struct http_out_state *st, struct req *r)
 {
     if (setup(st, r) != 0) {
-        struct esb_delivery res = {ESB_REJECT, 0, 0, {0, ""}};
+        struct esb_delivery res = {.outcome = ESB_REJECT, .fail = ESB_FAIL_INVALID};
         esb_err_set(&res.err, ESB_EINVAL, "http-out '%s': the URL is longer than %d bytes",
                     st->ep->id, ESB__HTTP_OUT_URL_MAX);
         finish(st, r, &res);
@@ -452,7 +470,7 @@ static void start(struct http_out_state *st, struct req *r)
 
 static void shutting_down(struct http_out_state *st, struct req *r)
 {
-    struct esb_delivery res = {ESB_RETRY, 0, 0, {0, ""}};
+    struct esb_delivery res = {.outcome = ESB_RETRY, .fail = ESB_FAIL_ERROR};
     esb_err_set(&res.err, ESB_ECLOSED, "http-out '%s': shutting down", st->ep->id);
     finish(st, r, &res);
 }
@@ -605,6 +623,12 @@ static unsigned http_out_max_in_flight(const struct esb_endpoint *ep)
     return (unsigned)CONF(ep)->max_in_flight;
 }
 
+static void http_out_breaker(const struct esb_endpoint *ep, struct esb_breaker_conf *out)
+{
+    out->failures = (unsigned)CONF(ep)->breaker_failures;
+    out->cooldown_ms = CONF(ep)->breaker_cooldown;
+}
+
 static int http_out_check(struct esb_endpoint *ep, struct esb_err *err)
 {
     struct esb__http_out_compiled c;
@@ -642,5 +666,6 @@ const struct esb_connector_ops esb_http_out_ops = {
     .deliver = http_out_deliver,
     .deliver_async = http_out_deliver_async,
     .max_in_flight = http_out_max_in_flight,
+    .breaker = http_out_breaker,
     .destroy = http_out_destroy,
 };

@@ -36,6 +36,8 @@ struct esb_http_out_conf {
     char *client_key;          /* its private key (PEM) */
     int follow_redirects;      /* follow 3xx (http/https targets only) */
     char *retry_status;        /* "408,425,429,500-599": statuses that mean RETRY */
+    uint64_t breaker_failures; /* consecutive retryable failures that open the breaker; 0 none */
+    uint64_t breaker_cooldown; /* ms the open breaker waits before a probe */
 };
 
 extern const struct esb_connector_ops esb_http_out_ops;

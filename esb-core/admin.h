@@ -11,6 +11,8 @@
 
 struct esb_admin;
 struct esb_config;
+struct esb_entry;
+struct json_t;
 struct esb_diags;
 struct esb_runtime;
 
@@ -29,5 +31,10 @@ int esb_admin_start(const struct esb_config *cfg, struct esb_runtime *rt,
                     struct esb_err *err) ESB_WUR;
 /* Stop serving (waits for requests in progress) and free. NULL-safe. */
 void esb_admin_stop(struct esb_admin *a);
+
+/* An entry's attempt history as the API shows it (a new JSON array):
+ * [{"time": "2026-11-23T16:49:39.123Z", "class": "http-status",
+ * "error": "HTTP 503 from ..."}, ...], oldest first. */
+struct json_t *esb_admin_history_json(const struct esb_entry *e);
 
 #endif

@@ -47,6 +47,22 @@ static char *base64(const uint8_t *p, size_t n)
     return out;
 }
 
+json_t *esb_admin_history_json(const struct esb_entry *e)
+{
+    json_t *a = json_array();
+    for (uint32_t i = 0; i < e->ntries; i++) {
+        const struct esb_try *t = &e->tries[i];
+        char when[ESB_TIME_ISO_SIZE];
+        esb_time_iso(t->at_ms, when);
+        json_t *o = json_object();
+        json_object_set_new(o, "time", json_string(when));
+        json_object_set_new(o, "class", esb__admin_string(t->cls));
+        json_object_set_new(o, "error", esb__admin_string(t->text));
+        json_array_append_new(a, o);
+    }
+    return a;
+}
+
 /* An entry as JSON; full: the whole body (string or body_base64), else an
  * excerpt of EXCERPT_MAX bytes with non-printable bytes as '.'. */
 static json_t *entry_json(const struct esb_entry *e, int full)
@@ -61,6 +77,7 @@ static json_t *entry_json(const struct esb_entry *e, int full)
     json_object_set_new(o, "reason", e->reason ? esb__admin_string(e->reason) : json_null());
     json_object_set_new(o, "dead_from",
                         e->dead_from ? esb__admin_string(e->dead_from) : json_null());
+    json_object_set_new(o, "history", esb_admin_history_json(e));
     json_object_set_new(o, "content_type", esb__admin_string(m->content_type));
     for (size_t i = 0; i < m->nheaders; i++) {
         json_t *name = esb__admin_string(m->headers[i].name);
@@ -375,6 +392,9 @@ enum MHD_Result esb__admin_metrics(struct esb__admin_call *k)
          offsetof(struct esb_bus_stats, refused_full)},
         {"esb_bus_segments_deleted_total", "Log segments deleted after every entry was resolved.",
          offsetof(struct esb_bus_stats, segments_deleted)},
+        {"esb_bus_marks_forgotten_total",
+         "Idempotency marks forgotten to keep a bounded set (dedupe max-keys) in its bound.",
+         offsetof(struct esb_bus_stats, marks_forgotten)},
     };
     static const struct {
         const char *name, *help;

@@ -19,8 +19,8 @@
  * waiting and later commit fails with ESB_EFAILED, and on_fatal is called.
  *
  * Entries a consumer held when the process stopped are ready again after
- * the next open (at-least-once). Retry state and dead-letter reasons are
- * rebuilt from the log.
+ * the next open (at-least-once). Retry state, dead-letter reasons and the
+ * attempt histories are rebuilt from the log.
  *
  * Threads: all functions are thread-safe. Callbacks run on bus threads. */
 #ifndef ESB_BUS_H
@@ -70,6 +70,7 @@ struct esb_bus_stats {
     uint64_t entries_relocated; /* copied forward by compaction */
     uint64_t marks;             /* idempotency marks held now */
     uint64_t cache_hits;        /* consumed without reading the log (message kept in memory) */
+    uint64_t marks_forgotten;   /* marks a bounded set forgot to stay in its bound */
     /* from recovery */
     uint64_t recovered_records, recovered_entries, recovered_corrupt, recovered_truncated_bytes;
 };
@@ -114,15 +115,34 @@ void esb_txn_append_keyed(struct esb_txn *t, const char *const *queues, size_t n
 void esb_txn_publish(struct esb_txn *t, struct esb_bus *bus, const char *topic,
                      const struct esb_msg *m);
 
+/* One failed attempt at an entry. The bus keeps the last ESB_BUS_TRIES_MAX
+ * of them with the entry, oldest first, through retries, the move to a
+ * dead-letter queue, compaction and restarts. */
+#define ESB_BUS_TRIES_MAX 16
+#define ESB_TRY_CLASS_MAX 31  /* bytes of cls */
+#define ESB_TRY_TEXT_MAX  255 /* bytes of text */
+struct esb_try {
+    uint64_t at_ms;                  /* wall ms the attempt started */
+    char cls[ESB_TRY_CLASS_MAX + 1]; /* failure class: "http-status", "timeout", ... */
+    char text[ESB_TRY_TEXT_MAX + 1]; /* what went wrong, cut to ESB_TRY_TEXT_MAX bytes */
+};
+/* Fill t, cutting cls and text to their sizes (at a UTF-8 boundary). */
+void esb_try_set(struct esb_try *t, uint64_t at_ms, const char *cls, const char *text);
+
 /* A consumed entry, owned by the consumer until esb_entry_free. */
 struct esb_entry {
-    uint64_t seq;          /* unique per message on this bus */
-    const char *queue;     /* borrowed: valid until esb_entry_free */
-    struct esb_msg *msg;   /* a reference owned by the entry */
-    uint32_t attempt;      /* 0 on first delivery, +1 per retry */
-    uint64_t enqueued_ms;  /* wall time of the first append */
-    const char *reason;    /* dead-letter reason, or NULL */
-    const char *dead_from; /* queue it was dead-lettered from, or NULL */
+    uint64_t seq;        /* unique per message on this bus */
+    const char *queue;   /* borrowed: valid until esb_entry_free */
+    struct esb_msg *msg; /* a reference owned by the entry */
+    /* Attempts made so far: 0 on first delivery, +1 per retry. A dead
+     * letter counts every attempt, the one that killed it included (3
+     * tries: 3). */
+    uint32_t attempt;
+    uint64_t enqueued_ms;        /* wall time of the first append */
+    const char *reason;          /* dead-letter reason, or NULL */
+    const char *dead_from;       /* queue it was dead-lettered from, or NULL */
+    const struct esb_try *tries; /* the last failed attempts, oldest first, or NULL */
+    uint32_t ntries;             /* <= ESB_BUS_TRIES_MAX, <= attempt */
     void *internal__;
 };
 
@@ -134,11 +154,16 @@ void esb_txn_mark(struct esb_txn *t, const char *key, uint64_t expires_ms);
 
 /* The entry is done. */
 void esb_txn_ack(struct esb_txn *t, const struct esb_entry *e);
-/* Deliver the entry again (attempt + 1) not before not_before_ms (wall ms). */
-void esb_txn_retry(struct esb_txn *t, const struct esb_entry *e, uint64_t not_before_ms);
-/* Move the entry to dead-letter queue dlq with a reason. */
-void esb_txn_dead(struct esb_txn *t, const struct esb_entry *e, const char *dlq,
-                  const char *reason);
+/* Deliver the entry again (attempt + 1) not before not_before_ms (wall ms).
+ * failed (NULL: none) is the attempt that just failed, added to the
+ * entry's history. */
+void esb_txn_retry(struct esb_txn *t, const struct esb_entry *e, uint64_t not_before_ms,
+                   const struct esb_try *failed);
+/* Move the entry to dead-letter queue dlq with a reason, after the attempt
+ * failed (NULL: none) that made it give up: the dead letter's attempt is
+ * e->attempt + 1, its history the entry's plus failed. */
+void esb_txn_dead(struct esb_txn *t, const struct esb_entry *e, const char *dlq, const char *reason,
+                  const struct esb_try *failed);
 
 /* Make t durable (per the fsync policy) and apply it, atomically: all of it
  * or none. Blocks until then. Returns 0; ESB_EFULL when an append would pass
@@ -169,6 +194,14 @@ int esb_bus_ack(struct esb_bus *bus, const struct esb_entry *e, struct esb_err *
  * in flight): otherwise the whole commit fails with ESB_EEXIST and nothing
  * is written. An atomic check-and-set for idempotent consumers. */
 void esb_txn_mark_unique(struct esb_txn *t, const char *key, uint64_t expires_ms);
+/* The same for a mark of a bounded set: the marks whose keys begin with the
+ * same set_len bytes (the set's name, e.g. "dedupe:ROUTE") keep only the
+ * max_keys most recently committed; a new one makes the set forget its
+ * oldest beyond that, at once and durably (a restart rebuilds the same
+ * set). Forgetting is counted (stats.marks_forgotten) and logged at most
+ * once a minute per set. max_keys 0 or set_len 0: an unbounded mark. */
+void esb_txn_mark_unique_bounded(struct esb_txn *t, const char *key, size_t set_len,
+                                 uint32_t max_keys, uint64_t expires_ms);
 
 /* 1 if key is marked (committed) and not expired, else 0. */
 int esb_bus_marked(struct esb_bus *bus, const char *key);

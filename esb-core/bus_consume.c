@@ -63,14 +63,15 @@ static struct esb_msg *load_msg(struct esb_bus *bus, struct queue *q, uint64_t s
                         (unsigned long long)seq, q->name);
             break;
         }
-        uint8_t type;
-        int rc = esb_wal_read(bus->wal, pos, &rec, &type, NULL);
+        uint8_t type, flags = 0;
+        int rc = esb_wal_read(bus->wal, pos, &rec, &type, &flags);
         if (rc < 0) {
             esb_err_set(err, rc, "reading %020u.seg+%llu: %s", pos.seg, (unsigned long long)pos.off,
                         esb_strerror(rc));
             continue;
         }
-        size_t body = type == ESB_REC_MSG ? esb__msg_body_offset(rec.data, (uint32_t)rec.len) : 0;
+        size_t body =
+            type == ESB_REC_MSG ? esb__msg_body_offset(rec.data, (uint32_t)rec.len, flags) : 0;
         if (!body) {
             esb_err_set(err, ESB_ECORRUPT, "record at %020u.seg+%llu is not a message", pos.seg,
                         (unsigned long long)pos.off);
@@ -82,6 +83,27 @@ static struct esb_msg *load_msg(struct esb_bus *bus, struct queue *q, uint64_t s
     return m;
 }
 
+/* Fill pub from e (lock held): seq, queue, attempt, times, reason, origin
+ * and history, copied (pub.msg is not loaded here). */
+static void entry_fill(struct esb_entry *pub, const struct ent *e)
+{
+    pub->seq = e->seq;
+    pub->queue = e->q->name;
+    pub->attempt = e->attempt;
+    pub->enqueued_ms = e->enq_ms;
+    pub->reason = e->reason ? esb_strdup(e->reason) : NULL;
+    pub->dead_from = e->dead_from ? esb_strdup(e->dead_from) : NULL;
+    pub->tries = esb__tries_decode(e->tries, &pub->ntries);
+}
+
+/* What entry_fill copied. */
+static void entry_clear(struct esb_entry *pub)
+{
+    free((char *)pub->reason);
+    free((char *)pub->dead_from);
+    free((struct esb_try *)pub->tries);
+}
+
 /* e was just taken (in flight) with the lock held: build the consumer's
  * entry, release the lock and load the message. */
 static int finish_take(struct esb_bus *bus, struct ent *e, struct esb_entry **out)
@@ -89,12 +111,7 @@ static int finish_take(struct esb_bus *bus, struct ent *e, struct esb_entry **ou
     struct entry_impl *ei = esb_calloc(1, sizeof(*ei));
     ei->bus = bus;
     ei->ent = e;
-    ei->pub.seq = e->seq;
-    ei->pub.queue = e->q->name;
-    ei->pub.attempt = e->attempt;
-    ei->pub.enqueued_ms = e->enq_ms;
-    ei->pub.reason = e->reason ? esb_strdup(e->reason) : NULL;
-    ei->pub.dead_from = e->dead_from ? esb_strdup(e->dead_from) : NULL;
+    entry_fill(&ei->pub, e);
     ei->pub.internal__ = ei;
     struct esb_msg *cached = e->msg; /* the first consumer takes it */
     if (cached) {
@@ -213,8 +230,7 @@ void esb_entry_free(struct esb_entry *pub)
         pthread_mutex_unlock(&bus->lock);
     }
     esb_msg_unref(pub->msg);
-    free((char *)pub->reason);
-    free((char *)pub->dead_from);
+    entry_clear(pub);
     free(ei);
 }
 
@@ -278,14 +294,7 @@ int esb_bus_browse(struct esb_bus *bus, const char *queue,
         pthread_mutex_lock(&bus->lock);
         struct ent *e = esb__u64map_get(&q->ents, seqs[i]);
         struct esb_entry pub = {0};
-        if (e) {
-            pub.seq = e->seq;
-            pub.queue = q->name;
-            pub.attempt = e->attempt;
-            pub.enqueued_ms = e->enq_ms;
-            pub.reason = e->reason ? esb_strdup(e->reason) : NULL;
-            pub.dead_from = e->dead_from ? esb_strdup(e->dead_from) : NULL;
-        }
+        if (e) entry_fill(&pub, e);
         pthread_mutex_unlock(&bus->lock);
         if (!e) continue; /* resolved meanwhile */
         struct esb_err err;
@@ -296,8 +305,7 @@ int esb_bus_browse(struct esb_bus *bus, const char *queue,
             visited++;
         }
         esb_msg_unref(pub.msg);
-        free((char *)pub.reason);
-        free((char *)pub.dead_from);
+        entry_clear(&pub);
         if (stop) break;
     }
     free(seqs);

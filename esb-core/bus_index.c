@@ -8,10 +8,20 @@
  *         target = name | u32 attempt | u64 not_before | u16 reason | u16 from
  *                  | u16 key (reason/from/key: lengths followed by bytes;
  *                  key is the ordering key, empty for none)
+ *                  [| tries: the entry's attempt history]
  *   ACK   u64 seq | name
- *   RETRY u64 seq | name | u32 attempt | u64 not_before
+ *   RETRY u64 seq | name | u32 attempt | u64 not_before [| tries: the attempt
+ *         that failed]
  *   DEAD  u64 seq | from name | dlq name | u32 attempt | u16 len | reason
- *   DEDUP u64 expires_ms (0 = forget) | u16 len | key */
+ *         [| tries: the attempt that failed]
+ *   DEDUP u64 expires_ms (0 = forget) | u16 len | key [| set: bus_marks.c]
+ * The [| tries] parts (a tries block, bus_tries.c) are there when the record
+ * has the flag ESB__REC_TRIES: format 2. Without it (format 1, written
+ * before histories were kept) they are absent and a DEAD record's attempt
+ * (or a dead letter's in a MSG relocation) counts from 0, so it is read as
+ * attempt + 1: format 2 counts the attempts made. New records are always
+ * format 2 (a MSG that is not a relocation has no history to carry, so it
+ * stays format 1). */
 #include "config.h"
 
 #include <stdlib.h>
@@ -58,6 +68,7 @@ struct queue *esb__queue_get(struct esb_bus *bus, const char *name, int create)
 static void ent_free(struct ent *e)
 {
     esb_msg_unref(e->msg);
+    free(e->tries);
     free(e->reason);
     free(e->dead_from);
     free(e->key);
@@ -303,7 +314,15 @@ static void rd_str(struct rd *r, size_t width, char *out, size_t outsz)
     out[n] = '\0';
 }
 
-size_t esb__msg_body_offset(const uint8_t *p, uint32_t len)
+/* A tries block (format 2 records): its start, and its length in *n. */
+static const uint8_t *rd_tries(struct rd *r, size_t *n)
+{
+    *n = r->bad ? 0 : esb__tries_len(r->p + r->off, r->len - r->off);
+    if (!*n) r->bad = 1;
+    return rd_take(r, *n);
+}
+
+size_t esb__msg_body_offset(const uint8_t *p, uint32_t len, uint8_t flags)
 {
     struct rd r = {.p = p, .len = len};
     rd_u64(&r);
@@ -316,6 +335,8 @@ size_t esb__msg_body_offset(const uint8_t *p, uint32_t len)
         rd_take(&r, rd_u16(&r));
         rd_take(&r, rd_u16(&r));
         rd_take(&r, rd_u16(&r));
+        size_t tn;
+        if (flags & ESB__REC_TRIES) rd_tries(&r, &tn);
     }
     return r.bad ? 0 : r.off;
 }
@@ -392,6 +413,12 @@ static int apply_msg(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t flags,
         rd_str(&r, 2, reason, sizeof(reason));
         rd_str(&r, 2, from, sizeof(from));
         rd_str(&r, 2, key, sizeof(key));
+        const uint8_t *tries = NULL;
+        size_t tn = 0;
+        if (flags & ESB__REC_TRIES)
+            tries = rd_tries(&r, &tn);
+        else if (from[0])
+            attempt++; /* format 1: a dead letter's attempt counted from 0 */
         if (r.bad) return ESB_ECORRUPT;
         struct queue *q = esb__queue_get(bus, name, 1);
         struct ent *e = esb__u64map_get(&q->ents, seq);
@@ -412,6 +439,7 @@ static int apply_msg(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t flags,
         e->enq_ms = enq;
         set_str(&e->reason, reason);
         set_str(&e->dead_from, from);
+        if (tries) esb__tries_add(&e->tries, tries, tn);
         if (key[0]) {
             set_str(&e->key, key);
             keylist_insert(q, e, key);
@@ -420,101 +448,6 @@ static int apply_msg(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t flags,
         ent_place(bus, e);
     }
     return 0;
-}
-
-/* ---- marks ---- */
-
-static uint64_t hash_key(const char *s, size_t n)
-{
-    return hash_bytes(s, n);
-}
-
-struct mark *esb__mark_find(struct esb_bus *bus, const char *key)
-{
-    struct mark *m = esb__u64map_get(&bus->marks, hash_key(key, strlen(key)));
-    while (m && strcmp(m->key, key) != 0) m = m->next;
-    return m;
-}
-
-static void mark_remove(struct esb_bus *bus, uint64_t h, struct mark *m)
-{
-    struct mark *head = esb__u64map_get(&bus->marks, h), **pp = &head;
-    while (*pp != m) pp = &(*pp)->next;
-    *pp = m->next;
-    if (head)
-        esb__u64map_put(&bus->marks, h, head);
-    else
-        esb__u64map_del(&bus->marks, h);
-    esb__seglive_add(bus, m->pos.seg, -1, -(int64_t)m->rec_len);
-    bus->nmarks--;
-    free(m->key);
-    free(m);
-}
-
-void esb__mark_payload(struct esb_buf *b, const char *key, uint64_t expires)
-{
-    size_t n = strlen(key);
-    if (n > ESB__MAX_MARK_KEY) n = ESB__MAX_MARK_KEY;
-    uint8_t x[10];
-    esb_put_u64(x, expires);
-    esb_put_u16(x + 8, (uint16_t)n);
-    if (esb_buf_add(b, x, sizeof(x)) || esb_buf_add(b, key, n)) abort();
-}
-
-static int apply_mark(struct esb_bus *bus, struct esb_wal_pos pos, const uint8_t *p, uint32_t len)
-{
-    struct rd r = {.p = p, .len = len};
-    uint64_t expires = rd_u64(&r);
-    uint16_t n = rd_u16(&r);
-    const uint8_t *k = rd_take(&r, n);
-    if (r.bad) return ESB_ECORRUPT;
-    char key[ESB__MAX_MARK_KEY + 1];
-    memcpy(key, k, n);
-    key[n] = '\0';
-    uint64_t h = hash_key(key, n);
-    struct mark *m = esb__mark_find(bus, key);
-    if (m) mark_remove(bus, h, m);
-    if (expires == 0 || expires <= esb_now_ms()) return 0;
-    m = esb_calloc(1, sizeof(*m));
-    m->key = esb_strdup(key);
-    m->expires = expires;
-    m->pos = pos;
-    m->rec_len = len;
-    m->next = esb__u64map_get(&bus->marks, h);
-    esb__u64map_put(&bus->marks, h, m);
-    esb__seglive_add(bus, pos.seg, 1, len);
-    bus->nmarks++;
-    return 0;
-}
-
-size_t esb__marks_sweep(struct esb_bus *bus, uint64_t now_ms)
-{
-    size_t dropped = 0;
-    uint64_t h;
-    void *v;
-    for (size_t i = 0; (i = esb__u64map_next(&bus->marks, i, &h, &v)) != 0;) {
-        for (struct mark *m = v, *next; m; m = next) {
-            next = m->next;
-            if (m->expires > now_ms) continue;
-            mark_remove(bus, h, m); /* leaves a tombstone: iteration stays valid */
-            dropped++;
-        }
-    }
-    return dropped;
-}
-
-void esb__marks_free(struct esb_bus *bus)
-{
-    uint64_t h;
-    void *v;
-    for (size_t i = 0; (i = esb__u64map_next(&bus->marks, i, &h, &v)) != 0;) {
-        for (struct mark *m = v, *next; m; m = next) {
-            next = m->next;
-            free(m->key);
-            free(m);
-        }
-    }
-    esb__u64map_free(&bus->marks);
 }
 
 static struct ent *find_ent(struct esb_bus *bus, const char *queue, uint64_t seq)
@@ -549,10 +482,14 @@ int esb__apply(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t type, uint8_
         rd_str(&r, 2, name, sizeof(name));
         uint32_t attempt = rd_u32(&r);
         uint64_t not_before = rd_u64(&r);
+        const uint8_t *tries = NULL;
+        size_t tn = 0;
+        if (flags & ESB__REC_TRIES) tries = rd_tries(&r, &tn);
         if (r.bad) return ESB_ECORRUPT;
         if ((e = find_ent(bus, name, seq)) != NULL) {
             if (!bus->recovering) ent_unlink(e);
             e->attempt = attempt;
+            if (tries) esb__tries_add(&e->tries, tries, tn);
             e->pending = 0;
             e->not_before = not_before ? not_before : 1;
             e->state = ENT_WAITING;
@@ -566,18 +503,31 @@ int esb__apply(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t type, uint8_
         rd_str(&r, 2, dlq, sizeof(dlq));
         uint32_t attempt = rd_u32(&r);
         rd_str(&r, 2, reason, sizeof(reason));
+        const uint8_t *tries = NULL;
+        size_t tn = 0;
+        if (flags & ESB__REC_TRIES)
+            tries = rd_tries(&r, &tn);
+        else
+            attempt++; /* format 1: counted from 0 */
         if (r.bad) return ESB_ECORRUPT;
         if ((e = find_ent(bus, name, seq)) == NULL) return 0;
         if (!bus->recovering) ent_unlink(e);
         struct esb_wal_pos at = e->pos;
         uint32_t rec_len = e->rec_len;
         uint64_t enq = e->enq_ms;
+        uint8_t *history = e->tries; /* moves with the entry */
+        e->tries = NULL;
         ent_drop(bus, e);
         struct queue *q = esb__queue_get(bus, dlq, 1);
-        if (esb__u64map_get(&q->ents, seq)) return 0;
+        if (esb__u64map_get(&q->ents, seq)) {
+            free(history);
+            return 0;
+        }
         e = ent_new(bus, q, seq, at, rec_len);
         e->attempt = attempt;
         e->enq_ms = enq;
+        e->tries = history;
+        if (tries) esb__tries_add(&e->tries, tries, tn);
         set_str(&e->reason, reason);
         set_str(&e->dead_from, name);
         e->state = ENT_READY;
@@ -585,7 +535,7 @@ int esb__apply(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t type, uint8_
         return 0;
     }
     case ESB_REC_DEDUP:
-        return apply_mark(bus, pos, p, len);
+        return esb__apply_mark(bus, pos, flags, p, len);
     case ESB_REC_AGG:
         return 0; /* reserved for the aggregator */
     default:

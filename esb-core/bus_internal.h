@@ -15,8 +15,14 @@
 #include "bus_index.h"
 #include "wal.h"
 
-/* Flags of an ESB_REC_MSG record. */
-#define ESB__MSG_RELOC 0x01 /* a copy made by compaction: moves existing entries */
+/* Record flags (the header's flags byte, ESB_WAL_F_MORE aside). */
+#define ESB__MSG_RELOC 0x01 /* MSG: a copy made by compaction: moves existing entries */
+/* MSG, RETRY, DEAD: record format 2, with attempt histories ("tries
+ * blocks", see bus_tries.c). A record without it is format 1: no history,
+ * and a dead letter's attempt counted from 0 (read as attempt + 1). */
+#define ESB__REC_TRIES 0x02
+/* DEDUP: the mark belongs to a bounded mark set (bus_marks.c). */
+#define ESB__MARK_SET 0x04
 
 /* Limits of the record codec. */
 #define ESB__MAX_QUEUE_NAME 255
@@ -38,6 +44,7 @@ struct ent {
     uint64_t enq_ms;
     char *reason;       /* dead-letter reason, owned */
     char *dead_from;    /* owned */
+    uint8_t *tries;     /* attempt history: a tries block (bus_tries.c), owned, or NULL */
     char *key;          /* ordering key, or NULL */
     struct keylist *kl; /* the entries of that key, by seq */
     struct ent *knext, *kprev;
@@ -75,6 +82,8 @@ struct topic {
     size_t nsubs;
 };
 
+struct markset;
+
 /* An idempotency mark (DEDUP record). Chained: the map key is a hash. */
 struct mark {
     char *key;
@@ -82,6 +91,9 @@ struct mark {
     struct esb_wal_pos pos;
     uint32_t rec_len;
     struct mark *next;
+    struct markset *set; /* its bounded set, or NULL */
+    uint64_t set_seq;    /* its place in the set */
+    size_t heap_idx;     /* in the set's heap */
 };
 
 #define ESB__MAX_MARK_KEY 1024
@@ -169,6 +181,7 @@ struct esb_bus {
     struct esb__strmap queues; /* name -> struct queue* */
     struct esb__strmap topics; /* name -> struct topic* */
     struct esb__u64map marks;  /* hash(key) -> struct mark* chain */
+    struct esb__strmap marksets; /* name -> struct markset* (bus_marks.c) */
     char **pending_keys;       /* unique marks of admitted, unapplied txns */
     size_t npending_keys, cap_pending_keys;
     uint64_t nmarks;
@@ -201,13 +214,26 @@ struct seglive *esb__seglive(struct esb_bus *bus, uint32_t seg);
 /* Apply one record (at runtime after it is durable, or during recovery). */
 int esb__apply(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t type, uint8_t flags,
                const uint8_t *p, uint32_t len);
-/* Marks (bus_index.c). */
+/* Marks (bus_marks.c). */
 struct mark *esb__mark_find(struct esb_bus *bus, const char *key);
+/* Apply a DEDUP record. */
+int esb__apply_mark(struct esb_bus *bus, struct esb_wal_pos pos, uint8_t flags, const uint8_t *p,
+                    uint32_t len);
 /* Drop expired marks; returns how many. */
 size_t esb__marks_sweep(struct esb_bus *bus, uint64_t now_ms);
+/* Log, at most once a minute per set, how many marks bounded sets forgot. */
+void esb__marksets_report(struct esb_bus *bus, uint64_t now_ms);
 void esb__marks_free(struct esb_bus *bus);
-/* Encode a DEDUP record payload. */
-void esb__mark_payload(struct esb_buf *b, const char *key, uint64_t expires);
+/* Encode a DEDUP record payload: key until expires, in the bounded set
+ * named by the first set_len bytes of key (0: none) with max_keys, its
+ * seq set_seq (patched by esb__mark_seal). Returns the record's flags. */
+uint8_t esb__mark_payload(struct esb_buf *b, const char *key, uint64_t expires, size_t set_len,
+                          uint64_t set_seq, uint32_t max_keys);
+/* The payload of a copy of m (compaction), and its flags. */
+void esb__mark_copy(struct esb_buf *b, const struct mark *m, uint8_t *flags);
+/* Sealing a DEDUP record (payload p) of a bounded set: give it the set's
+ * next seq. */
+void esb__mark_seal(struct esb_bus *bus, uint8_t flags, uint8_t *p, uint32_t len);
 /* After recovery: put every entry in its heap. */
 void esb__index_finish_recovery(struct esb_bus *bus);
 
@@ -230,9 +256,24 @@ void esb__pending_key_drop(struct esb_bus *bus, const char *key);
 void esb__maintain_locked(struct esb_bus *bus);
 
 /* Record codec. */
-/* Parse the target list of a MSG payload; returns offset of the message
- * encoding or 0 if malformed. */
-size_t esb__msg_body_offset(const uint8_t *p, uint32_t len);
+/* Parse the target list of a MSG payload (flags: the record's); returns
+ * offset of the message encoding or 0 if malformed. */
+size_t esb__msg_body_offset(const uint8_t *p, uint32_t len, uint8_t flags);
+
+/* bus_tries.c: attempt histories. A tries block is u8 n, then n items
+ * (u64 at_ms | u8 len + class | u16 len + text), oldest first, n <=
+ * ESB_BUS_TRIES_MAX. An entry keeps its history as one such block. */
+/* Append the block of one attempt (or of none, failed NULL) to b. */
+void esb__tries_put_one(struct esb_buf *b, const struct esb_try *failed);
+/* Append the block blk (an entry's history, NULL: empty) to b. */
+void esb__tries_put(struct esb_buf *b, const uint8_t *blk);
+/* Length of the valid block at p (at most avail bytes), or 0. */
+size_t esb__tries_len(const uint8_t *p, size_t avail);
+/* Add the items of block add (valid, of len bytes) to the history *blk,
+ * keeping the last ESB_BUS_TRIES_MAX; *blk stays NULL if there are none. */
+void esb__tries_add(uint8_t **blk, const uint8_t *add, size_t len);
+/* Decode the history blk (NULL: none) into an array (NULL if none). */
+struct esb_try *esb__tries_decode(const uint8_t *blk, uint32_t *n);
 /* Append a whole record (header + payload parts) to buf. */
 void esb__rec_put(struct esb_buf *buf, uint8_t type, uint8_t flags, const struct iovec *parts,
                   int n);

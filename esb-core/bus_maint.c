@@ -93,12 +93,13 @@ static void compact_oldest(struct esb_bus *bus)
     for (size_t i = 0; i < n && t->buf.len < COMPACT_MAX_BYTES;) {
         size_t j = i;
         while (j < n && v[j]->seq == v[i]->seq) j++;
-        uint8_t type;
+        uint8_t type, flags = 0;
         /* The writer is the only thread that applies records, so these
          * entries stay valid while we read with the lock held. */
-        int rc = esb_wal_read(bus->wal, v[i]->pos, &rec, &type, NULL);
-        size_t body =
-            rc == 0 && type == ESB_REC_MSG ? esb__msg_body_offset(rec.data, (uint32_t)rec.len) : 0;
+        int rc = esb_wal_read(bus->wal, v[i]->pos, &rec, &type, &flags);
+        size_t body = rc == 0 && type == ESB_REC_MSG
+                          ? esb__msg_body_offset(rec.data, (uint32_t)rec.len, flags)
+                          : 0;
         if (!body) {
             esb_error("bus compaction cannot read entry seq=%llu at %020u.seg+%llu: %s",
                       (unsigned long long)v[i]->seq, v[i]->pos.seg,
@@ -119,9 +120,10 @@ static void compact_oldest(struct esb_bus *bus)
             esb__put_reason(&p, v[k]->reason);
             esb__put_reason(&p, v[k]->dead_from);
             esb__put_name(&p, v[k]->key ? v[k]->key : "");
+            esb__tries_put(&p, v[k]->tries);
         }
         struct iovec parts[2] = {{p.data, p.len}, {rec.data + body, rec.len - body}};
-        esb__rec_put(&t->buf, ESB_REC_MSG, ESB__MSG_RELOC, parts, 2);
+        esb__rec_put(&t->buf, ESB_REC_MSG, ESB__MSG_RELOC | ESB__REC_TRIES, parts, 2);
         bus->stats.entries_relocated += j - i;
         i = j;
     }
@@ -132,9 +134,10 @@ static void compact_oldest(struct esb_bus *bus)
         for (struct mark *m = mv; m; m = m->next) {
             if (m->pos.seg != oldest) continue;
             p.len = 0;
-            esb__mark_payload(&p, m->key, m->expires);
+            uint8_t flags;
+            esb__mark_copy(&p, m, &flags);
             struct iovec iov = {p.data, p.len};
-            esb__rec_put(&t->buf, ESB_REC_DEDUP, 0, &iov, 1);
+            esb__rec_put(&t->buf, ESB_REC_DEDUP, flags, &iov, 1);
         }
     }
     esb_buf_free(&rec);
@@ -152,6 +155,7 @@ void esb__maintain_locked(struct esb_bus *bus)
 {
     bus->free_bytes = esb_wal_free_bytes(bus->wal);
     esb__marks_sweep(bus, esb_now_ms());
+    esb__marksets_report(bus, esb_now_ms());
     delete_resolved(bus);
     if (!bus->failed) compact_oldest(bus);
 }

@@ -45,15 +45,17 @@ static struct txn_op *txn_op(struct esb_txn *t, enum txn_op_kind kind)
     return op;
 }
 
-/* Add a record to t; its header (flags, CRC) is finished by txn_seal.
- * Returns the record's offset in t->buf. */
-static size_t txn_rec(struct esb_txn *t, uint8_t type, const void *payload, size_t len)
+/* Add a record to t; its header (ESB_WAL_F_MORE, CRC) is finished by
+ * txn_seal. Returns the record's offset in t->buf. */
+static size_t txn_rec(struct esb_txn *t, uint8_t type, uint8_t flags, const void *payload,
+                      size_t len)
 {
     uint8_t hdr[ESB_WAL_HDR] = {0};
     size_t off = t->buf.len;
     esb_put_u32(hdr, ESB_WAL_MAGIC);
     esb_put_u32(hdr + 8, (uint32_t)len);
     hdr[12] = type;
+    hdr[13] = flags;
     if (esb_buf_add(&t->buf, hdr, sizeof(hdr)) || esb_buf_add(&t->buf, payload, len)) abort();
     if (t->nrecs == t->cap_recs) {
         t->cap_recs = t->cap_recs ? t->cap_recs * 2 : 4;
@@ -99,7 +101,7 @@ void esb_txn_append_keyed(struct esb_txn *t, const char *const *queues, size_t n
     p.len += esb_msg_encode(m, p.data + hdr);
     op->bytes = (uint32_t)p.len;
     /* The seq and the CRC are filled in at commit (txn_seal). */
-    op->rec_off = txn_rec(t, ESB_REC_MSG, p.data, p.len);
+    op->rec_off = txn_rec(t, ESB_REC_MSG, 0, p.data, p.len);
     esb_buf_free(&p);
     t->has_append = 1;
 }
@@ -118,12 +120,12 @@ void esb_txn_publish(struct esb_txn *t, struct esb_bus *bus, const char *topic,
     free(subs);
 }
 
-static void txn_resolve(struct esb_txn *t, const struct esb_entry *pub, uint8_t type,
+static void txn_resolve(struct esb_txn *t, const struct esb_entry *pub, uint8_t type, uint8_t flags,
                         struct esb_buf *payload)
 {
     struct txn_op *op = txn_op(t, OP_RESOLVE);
     op->e = (struct entry_impl *)pub;
-    txn_rec(t, type, payload->data, payload->len);
+    txn_rec(t, type, flags, payload->data, payload->len);
     esb_buf_free(payload);
 }
 
@@ -133,10 +135,11 @@ void esb_txn_ack(struct esb_txn *t, const struct esb_entry *e)
     esb_buf_init(&p, SIZE_MAX);
     esb__put_u64(&p, e->seq);
     esb__put_name(&p, e->queue);
-    txn_resolve(t, e, ESB_REC_ACK, &p);
+    txn_resolve(t, e, ESB_REC_ACK, 0, &p);
 }
 
-void esb_txn_retry(struct esb_txn *t, const struct esb_entry *e, uint64_t not_before_ms)
+void esb_txn_retry(struct esb_txn *t, const struct esb_entry *e, uint64_t not_before_ms,
+                   const struct esb_try *failed)
 {
     struct esb_buf p;
     esb_buf_init(&p, SIZE_MAX);
@@ -144,35 +147,50 @@ void esb_txn_retry(struct esb_txn *t, const struct esb_entry *e, uint64_t not_be
     esb__put_name(&p, e->queue);
     esb__put_u32(&p, e->attempt + 1);
     esb__put_u64(&p, not_before_ms ? not_before_ms : 1);
-    txn_resolve(t, e, ESB_REC_RETRY, &p);
+    esb__tries_put_one(&p, failed);
+    txn_resolve(t, e, ESB_REC_RETRY, ESB__REC_TRIES, &p);
 }
 
-void esb_txn_dead(struct esb_txn *t, const struct esb_entry *e, const char *dlq, const char *reason)
+void esb_txn_dead(struct esb_txn *t, const struct esb_entry *e, const char *dlq, const char *reason,
+                  const struct esb_try *failed)
 {
     struct esb_buf p;
     esb_buf_init(&p, SIZE_MAX);
     esb__put_u64(&p, e->seq);
     esb__put_name(&p, e->queue);
     esb__put_name(&p, dlq);
-    esb__put_u32(&p, e->attempt);
+    esb__put_u32(&p, e->attempt + 1); /* format 2: the attempts made, this one included */
     esb__put_reason(&p, reason);
-    txn_resolve(t, e, ESB_REC_DEAD, &p);
+    esb__tries_put_one(&p, failed);
+    txn_resolve(t, e, ESB_REC_DEAD, ESB__REC_TRIES, &p);
+}
+
+static void txn_mark(struct esb_txn *t, const char *key, uint64_t expires_ms, size_t set_len,
+                     uint32_t max_keys)
+{
+    struct esb_buf p;
+    esb_buf_init(&p, SIZE_MAX);
+    uint8_t flags = esb__mark_payload(&p, key, expires_ms, set_len, 0, max_keys);
+    txn_rec(t, ESB_REC_DEDUP, flags, p.data, p.len);
+    esb_buf_free(&p);
 }
 
 void esb_txn_mark(struct esb_txn *t, const char *key, uint64_t expires_ms)
 {
-    struct esb_buf p;
-    esb_buf_init(&p, SIZE_MAX);
-    esb__mark_payload(&p, key, expires_ms);
-    txn_rec(t, ESB_REC_DEDUP, p.data, p.len);
-    esb_buf_free(&p);
+    txn_mark(t, key, expires_ms, 0, 0);
+}
+
+void esb_txn_mark_unique_bounded(struct esb_txn *t, const char *key, size_t set_len,
+                                 uint32_t max_keys, uint64_t expires_ms)
+{
+    struct txn_op *op = txn_op(t, OP_UNIQUE);
+    op->key = esb_strndup(key, strnlen(key, ESB__MAX_MARK_KEY));
+    txn_mark(t, key, expires_ms, set_len, max_keys);
 }
 
 void esb_txn_mark_unique(struct esb_txn *t, const char *key, uint64_t expires_ms)
 {
-    struct txn_op *op = txn_op(t, OP_UNIQUE);
-    op->key = esb_strndup(key, strnlen(key, ESB__MAX_MARK_KEY));
-    esb_txn_mark(t, key, expires_ms);
+    esb_txn_mark_unique_bounded(t, key, 0, 0, expires_ms);
 }
 
 int esb__pending_key_index(const struct esb_bus *bus, const char *key)
@@ -197,8 +215,10 @@ int esb_bus_marked(struct esb_bus *bus, const char *key)
     return marked;
 }
 
-/* Give each append record its seq, flag every record but the last as
- * "more of this transaction follows", and finish the headers (CRC). */
+/* Give each append record its seq and each mark of a bounded set its
+ * place in the set, flag every record but the last as "more of this
+ * transaction follows" (keeping the record's own flags), and finish the
+ * headers (CRC). */
 void esb__txn_seal(struct esb_bus *bus, struct esb_txn *t)
 {
     for (size_t i = 0; i < t->nops; i++) {
@@ -209,7 +229,9 @@ void esb__txn_seal(struct esb_bus *bus, struct esb_txn *t)
     }
     for (size_t i = 0; i < t->nrecs; i++) {
         uint8_t *rec = t->buf.data + t->recs[i];
-        rec[13] = i + 1 < t->nrecs ? ESB_WAL_F_MORE : 0;
+        if (rec[12] == ESB_REC_DEDUP)
+            esb__mark_seal(bus, rec[13], rec + ESB_WAL_HDR, esb_get_u32(rec + 8));
+        rec[13] = (uint8_t)((rec[13] & ~ESB_WAL_F_MORE) | (i + 1 < t->nrecs ? ESB_WAL_F_MORE : 0));
         esb_put_u32(rec + 4, esb_crc32c(0, rec + 8, 8 + (size_t)esb_get_u32(rec + 8)));
     }
 }

@@ -35,6 +35,7 @@
 #include <jansson.h>
 #include <libxml/parser.h>
 
+#include "admin.h"
 #include "bus.h"
 #include "dryrun.h"
 #include "esbctl.h"
@@ -202,6 +203,7 @@ static int print_entry(void *ctx, const struct esb_entry *e)
     json_object_set_new(o, "enqueued_ms", json_integer((json_int_t)e->enqueued_ms));
     if (e->reason) json_object_set_new(o, "reason", json_string(e->reason));
     if (e->dead_from) json_object_set_new(o, "dead_from", json_string(e->dead_from));
+    if (e->ntries) json_object_set_new(o, "history", esb_admin_history_json(e));
     json_object_set_new(o, "content_type", json_string(m->content_type));
     for (size_t i = 0; i < m->nheaders; i++)
         json_object_set_new(h, m->headers[i].name, json_string(m->headers[i].value));

@@ -433,13 +433,13 @@ static int dlq_list(const struct target *t, const char *q, const char *filter, l
     if (rc == 0) {
         size_t i;
         json_t *e;
-        printf("%-10s %-36s %7s %6s  %s\n", "SEQ", "ID", "ATTEMPT", "AGE", "REASON");
+        printf("%-10s %-36s %8s %6s  %s\n", "SEQ", "ID", "ATTEMPTS", "AGE", "REASON");
         json_array_foreach(r.json, i, e)
         {
             char a[32];
             const char *reason = jstr(e, "reason");
             age((uint64_t)json_integer_value(json_object_get(e, "enqueued")), a, sizeof(a));
-            printf("%-10" JSON_INTEGER_FORMAT " %-36s %7" JSON_INTEGER_FORMAT " %6s  ",
+            printf("%-10" JSON_INTEGER_FORMAT " %-36s %8" JSON_INTEGER_FORMAT " %6s  ",
                    json_integer_value(json_object_get(e, "seq")), jstr(e, "id"),
                    json_integer_value(json_object_get(e, "attempt")), a);
             size_t rl = strlen(reason);
@@ -451,6 +451,32 @@ static int dlq_list(const struct target *t, const char *q, const char *filter, l
     }
     reply_free(&r);
     return rc;
+}
+
+/* The "history" of entry e: one line per attempt kept, numbered from the
+ * attempts made ("attempt"), with a note on earlier ones not kept. */
+static void print_history(json_t *e)
+{
+    json_t *h = json_object_get(e, "history"), *t;
+    size_t n = json_array_size(h), i;
+    if (n == 0) return;
+    json_int_t made = json_integer_value(json_object_get(e, "attempt"));
+    json_int_t first = made > (json_int_t)n ? made - (json_int_t)n + 1 : 1;
+    printf("\nhistory:");
+    if (first > 1)
+        printf("      (attempts 1..%" JSON_INTEGER_FORMAT " not kept: the last %zu are)", first - 1,
+               n);
+    json_array_foreach(h, i, t)
+    {
+        printf("\n  %3" JSON_INTEGER_FORMAT "  ", first + (json_int_t)i);
+        put_safe(jstr(t, "time"), strlen(jstr(t, "time")), 0);
+        const char *cls = jstr(t, "class");
+        size_t cl = strlen(cls);
+        printf("  ");
+        put_safe(cls, cl, 0);
+        printf("%*s  ", cl < 11 ? (int)(11 - cl) : 0, "");
+        put_safe(jstr(t, "error"), strlen(jstr(t, "error")), 0);
+    }
 }
 
 static int dlq_show(const struct target *t, const char *q, const char *seq, int as_json)
@@ -482,10 +508,11 @@ static int dlq_show(const struct target *t, const char *q, const char *seq, int 
         put_safe(jstr(e, "queue"), strlen(jstr(e, "queue")), 0);
         printf("\ndead from:    ");
         put_safe(jstr(e, "dead_from"), strlen(jstr(e, "dead_from")), 0);
-        printf("\nattempt:      %" JSON_INTEGER_FORMAT
+        printf("\nattempts:     %" JSON_INTEGER_FORMAT
                "\nenqueued:     %s (%s ago)\nreason:       ",
                json_integer_value(json_object_get(e, "attempt")), when, a);
         put_safe(jstr(e, "reason"), strlen(jstr(e, "reason")), 1);
+        print_history(e);
         printf("\ncontent type: ");
         put_safe(jstr(e, "content_type"), strlen(jstr(e, "content_type")), 0);
         printf("\nheaders:\n");

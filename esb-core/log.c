@@ -32,14 +32,9 @@ int esb_log_parse_level(const char *s)
 void esb_log(enum esb_log_level level, const char *fmt, ...)
 {
     if ((int)level < atomic_load(&threshold)) return;
-    char line[2048];
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                     ts.tv_nsec / 1000000L, names[level]);
+    char line[2048], when[ESB_TIME_ISO_SIZE];
+    esb_time_iso(esb_now_ms(), when);
+    int n = snprintf(line, sizeof(line), "%s %s ", when, names[level]);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);

@@ -254,18 +254,22 @@ const struct esb_retry_policy *esb__rt_policy(const struct generation *g, const 
 }
 
 void esb__rt_outcome(struct esb_txn *t, const struct generation *g, const struct esb_endpoint *ep,
-                     const struct esb_entry *e, const struct esb_delivery *d)
+                     const struct esb_entry *e, const struct esb_delivery *d, uint64_t started_ms)
 {
     const char *dlq;
     const struct esb_retry_policy *p = esb__rt_policy(g, e->msg, &dlq);
     if (d->outcome == ESB_DONE) {
         esb_txn_ack(t, e);
-    } else if (d->outcome == ESB_RETRY && e->attempt + 1 < p->max_attempts) {
+        return;
+    }
+    struct esb_try failed;
+    esb_try_set(&failed, started_ms, esb_fail_name(d->fail, d->err.code), d->err.msg);
+    if (d->outcome == ESB_RETRY && e->attempt + 1 < p->max_attempts) {
         uint64_t delay = esb__rt_backoff_ms(p, e->attempt);
         if (d->retry_after_ms > delay) delay = d->retry_after_ms;
         esb_info("[endpoint:%s] delivery failed id=%s attempt=%u: %s; retry in %llums", ep->id,
                  e->msg->id_text, e->attempt + 1, d->err.msg, (unsigned long long)delay);
-        esb_txn_retry(t, e, esb_now_ms() + delay);
+        esb_txn_retry(t, e, esb_now_ms() + delay, &failed);
     } else {
         char reason[600];
         snprintf(reason, sizeof(reason), "%s to %s after %u attempt%s: %s",
@@ -273,7 +277,7 @@ void esb__rt_outcome(struct esb_txn *t, const struct generation *g, const struct
                  e->attempt ? "s" : "", d->err.msg);
         esb_warn("[endpoint:%s] dead-lettered id=%s to %s: %s", ep->id, e->msg->id_text, dlq,
                  reason);
-        esb_txn_dead(t, e, dlq, reason);
+        esb_txn_dead(t, e, dlq, reason, &failed);
     }
 }
 
@@ -370,12 +374,15 @@ static int run_route(struct worker *w, struct generation *g, const struct handle
 {
     struct esb_runtime *rt = w->rt;
     struct esb_route_result res = {0};
+    uint64_t started = esb_now_ms();
     esb_route_run(h->route, scratch, e->msg, &res);
     struct esb_txn *t = esb_txn_new();
     if (res.error) {
         esb_warn("[route:%s] routing error id=%s: %s; dead-lettered to %s", esb_route_id(h->route),
                  e->msg->id_text, res.reason, esb_route_dlq(h->route));
-        esb_txn_dead(t, e, esb_route_dlq(h->route), res.reason);
+        struct esb_try failed;
+        esb_try_set(&failed, started, esb_fail_name(ESB_FAIL_ROUTE, 0), res.reason);
+        esb_txn_dead(t, e, esb_route_dlq(h->route), res.reason, &failed);
     } else {
         for (size_t i = 0; i < res.nout; i++) {
             struct esb_route_output *o = &res.out[i];
@@ -386,10 +393,11 @@ static int run_route(struct worker *w, struct generation *g, const struct handle
             else
                 esb_txn_append_keyed(t, &o->bus_name, 1, o->msg, o->key);
         }
-        if (res.dedupe_key) {
+        if (res.dedupe_key) { /* "dedupe:ROUTE:KEY"; the route's keys are one set */
             char key[1100];
             snprintf(key, sizeof(key), "dedupe:%s", res.dedupe_key);
-            esb_txn_mark_unique(t, key, esb_now_ms() + res.dedupe_window_ms);
+            esb_txn_mark_unique_bounded(t, key, strlen("dedupe:") + strlen(esb_route_id(h->route)),
+                                        res.dedupe_max_keys, esb_now_ms() + res.dedupe_window_ms);
         }
         if (res.dropped)
             esb_debug("[route:%s] filtered id=%s", esb_route_id(h->route), e->msg->id_text);
@@ -439,9 +447,10 @@ static void run_delivery(struct esb_runtime *rt, const struct generation *g,
                          const struct handler *h, struct esb_entry *e)
 {
     struct esb_delivery d = {0};
+    uint64_t started = esb_now_ms();
     d.outcome = h->ep->ops->deliver(h->ep, e->msg, &d.err);
     struct esb_txn *t = esb_txn_new();
-    esb__rt_outcome(t, g, h->ep, e, &d);
+    esb__rt_outcome(t, g, h->ep, e, &d, started);
     commit_or_release(rt, t, e);
 }
 

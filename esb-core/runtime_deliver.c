@@ -11,11 +11,12 @@
  *   (max-in-flight counts requests to the endpoint, not commits), and the
  *   entries are released from the bus's completion callback.
  *
- * Circuit breaker: after BREAKER_FAILURES consecutive retryable failures
- * the endpoint is "open" for BREAKER_COOLDOWN_MS: nothing new is taken
- * (messages wait on the bus, not in memory); then one probe is let through
+ * Circuit breaker (ops->breaker, e.g. http-out's breaker-failures and
+ * breaker-cooldown): after `failures` consecutive retryable failures the
+ * endpoint is "open" for `cooldown_ms`: nothing new is taken (messages
+ * wait on the bus, not in memory); then one probe is let through
  * ("half-open"); its success closes the breaker, its failure opens it
- * again. Every change is logged. */
+ * again. failures 0: no breaker. Every change is logged. */
 #include "config.h"
 
 #include "conf.h"
@@ -29,8 +30,6 @@
 #include "msg.h"
 #include "runtime_internal.h"
 
-#define BREAKER_FAILURES    5
-#define BREAKER_COOLDOWN_MS 30000
 #define IDLE_WAIT_MS        100 /* consume timeout with nothing in flight */
 #define BUSY_WAIT_MS        5   /* wait for outcomes while deliveries run */
 
@@ -39,6 +38,7 @@ enum breaker { CLOSED, OPEN, HALF_OPEN };
 struct outcome {
     struct esb__dispatcher *d;
     struct esb_entry *e;
+    uint64_t started_ms; /* wall */
     struct esb_delivery result;
     struct outcome *next;
 };
@@ -57,6 +57,7 @@ struct esb__dispatcher {
     unsigned inflight;    /* requests started, not yet answered */
     _Atomic int retired;
     _Atomic int aborted; /* shutting down: outcomes are not committed */
+    struct esb_breaker_conf bconf;
     enum breaker breaker;
     unsigned failures;
     uint64_t open_until;
@@ -90,12 +91,13 @@ static void breaker_note(struct esb__dispatcher *d, const struct esb_delivery *r
 {
     if (r->outcome == ESB_RETRY) {
         d->failures++;
-        if (d->breaker == HALF_OPEN || (d->breaker == CLOSED && d->failures >= BREAKER_FAILURES)) {
+        if (d->bconf.failures == 0) return; /* no breaker */
+        if (d->breaker == HALF_OPEN || (d->breaker == CLOSED && d->failures >= d->bconf.failures)) {
             d->breaker = OPEN;
-            d->open_until = esb_now_ms() + BREAKER_COOLDOWN_MS;
+            d->open_until = esb_now_ms() + d->bconf.cooldown_ms;
             esb_warn("[endpoint:%s] circuit breaker OPEN after %u consecutive failures (%s); "
-                     "pausing deliveries for %ums",
-                     d->ep->id, d->failures, r->err.msg, BREAKER_COOLDOWN_MS);
+                     "pausing deliveries for %llums",
+                     d->ep->id, d->failures, r->err.msg, (unsigned long long)d->bconf.cooldown_ms);
         }
         return;
     }
@@ -174,7 +176,7 @@ static void commit_outcomes(struct esb__dispatcher *d, struct outcome *list)
     c->list = list;
     c->ep = esb_strdup(d->ep->id);
     for (struct outcome *o = list; o; o = o->next, c->n++) {
-        esb__rt_outcome(c->t, d->g, d->ep, o->e, &o->result);
+        esb__rt_outcome(c->t, d->g, d->ep, o->e, &o->result, o->started_ms);
         breaker_note(d, &o->result);
     }
     /* The requests are answered: their slots are free for new ones. */
@@ -199,6 +201,7 @@ static void start_one(struct esb__dispatcher *d, struct esb_entry *e)
     struct outcome *o = esb_calloc(1, sizeof(*o));
     o->d = d;
     o->e = e;
+    o->started_ms = esb_now_ms();
     struct esb_err err = {0};
     /* Under the lock: esb__dispatcher_abort destroys the connector only
      * after it saw us stop starting deliveries. */
@@ -288,6 +291,9 @@ struct esb__dispatcher *esb__dispatcher_new(struct esb_runtime *rt, struct gener
     d->queue = esb_strdup(queue);
     d->limit = ep->ops->max_in_flight ? ep->ops->max_in_flight(ep) : 1;
     if (d->limit == 0) d->limit = 1;
+    d->bconf = (struct esb_breaker_conf){ESB_BREAKER_FAILURES, ESB_BREAKER_COOLDOWN_MS};
+    if (ep->ops->breaker) ep->ops->breaker(ep, &d->bconf);
+    if (d->bconf.cooldown_ms == 0) d->bconf.cooldown_ms = 1;
     atomic_store(&d->refs, 2);
     pthread_mutex_init(&d->lock, NULL);
     pthread_condattr_t ca;

@@ -85,11 +85,12 @@ const struct esb_retry_policy *esb__rt_policy(const struct generation *g, const 
  * (dead-letter queues do not count). */
 int esb__rt_consumes(struct esb_runtime *rt, const char *queue);
 
-/* Add to t what outcome d of delivering e to ep means: ack; retry after
- * max(backoff, Retry-After) while attempts remain; else dead-letter with
- * the reason. */
+/* Add to t what outcome d of delivering e to ep (an attempt started at
+ * started_ms, wall) means: ack; retry after max(backoff, Retry-After)
+ * while attempts remain; else dead-letter with the reason. A failed
+ * attempt goes into the entry's history. */
 void esb__rt_outcome(struct esb_txn *t, const struct generation *g, const struct esb_endpoint *ep,
-                     const struct esb_entry *e, const struct esb_delivery *d);
+                     const struct esb_entry *e, const struct esb_delivery *d, uint64_t started_ms);
 
 /* runtime_deliver.c: a dispatcher per endpoint with deliver_async. It
  * consumes deliver:ID, keeps up to max_in_flight deliveries started,

@@ -109,6 +109,15 @@ void esb_thread_name(const char *fmt, ...)
     (void)pthread_setname_np(pthread_self(), name);
 }
 
+void esb_time_iso(uint64_t ms, char out[ESB_TIME_ISO_SIZE])
+{
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    if (!gmtime_r(&secs, &tm)) memset(&tm, 0, sizeof(tm));
+    size_t n = strftime(out, ESB_TIME_ISO_SIZE - 6, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, ESB_TIME_ISO_SIZE - n, ".%03uZ", (unsigned)(ms % 1000));
+}
+
 uint64_t esb_mono_ns(void)
 {
     struct timespec ts;

@@ -51,6 +51,9 @@ uint64_t esb_now_ms(void);  /* CLOCK_REALTIME, ms since the epoch */
  * kept). */
 void esb_thread_name(const char *fmt, ...) ESB_PRINTF(1, 2);
 uint64_t esb_mono_ns(void); /* CLOCK_MONOTONIC */
+/* Wall ms as UTC ISO 8601 with milliseconds: "2026-11-23T16:49:39.123Z". */
+#define ESB_TIME_ISO_SIZE 32
+void esb_time_iso(uint64_t ms, char out[ESB_TIME_ISO_SIZE]);
 
 /* The proleptic Gregorian calendar (H. Hinnant's algorithms): the days
  * since 1970-01-01 of y-m-d (m 1..12, d 1..31, not checked against the

@@ -117,6 +117,7 @@ struct esb_route_result {
      * duplicate key makes the whole message a duplicate (acked, dropped). */
     char *dedupe_key;
     uint64_t dedupe_window_ms;
+    uint32_t dedupe_max_keys; /* the route's keys are a set bounded to this (0: no bound) */
     /* The message as it stands at the end of the route's top-level step
      * list (what a request-reply answers with): a reference, freed by
      * esb_route_result_clear; NULL if a filter or transform dropped it or

@@ -141,6 +141,7 @@ static void free_set_header(struct esb__step *st)
 struct dedupe_conf {
     char *key;
     uint64_t window;
+    uint64_t max_keys;
 };
 
 static const struct esb_attr_spec dedupe_attrs[] = {
@@ -149,6 +150,10 @@ static const struct esb_attr_spec dedupe_attrs[] = {
      "whose key renders empty is not deduplicated."},
     {"window", ESB_ATTR_DURATION, "24h", offsetof(struct dedupe_conf, window), 0, 1000,
      366ull * 24 * 3600 * 1000, NULL, "How long a key is remembered (durably, across restarts)."},
+    {"max-keys", ESB_ATTR_UINT, "0", offsetof(struct dedupe_conf, max_keys), 0, 0, 100000000, NULL,
+     "Most keys the route remembers at once; 0: no limit (only window bounds them). Past it "
+     "the oldest keys are forgotten first, so a late duplicate of a forgotten key is "
+     "processed again."},
     ESB_ATTR_END,
 };
 
@@ -159,6 +164,7 @@ static int compile_dedupe(struct esb__cctx *c, xmlNode *node, struct esb__step *
     if (rc) return rc;
     if (esb__route_template(c, node, "key", dc.key, &st->u.dedupe.key)) rc = ESB_EINVAL;
     st->u.dedupe.window_ms = dc.window;
+    st->u.dedupe.max_keys = (uint32_t)dc.max_keys;
     free(dc.key);
     return esb__route_leaf_only(c, node) ? ESB_EINVAL : rc;
 }
@@ -307,7 +313,11 @@ static const struct esb__step_ops step_table[] = {
      "a duplicate: it is acknowledged and dropped (logged at info), nothing is sent. The key is "
      "recorded in the same durable bus batch as the route's outputs, so a message that fails is "
      "never marked as seen, and a duplicate arriving while the first is still in flight is caught "
-     "too (an atomic check-and-set in the bus).",
+     "too (an atomic check-and-set in the bus). With `max-keys` the route remembers at most that "
+     "many keys, the most recent ones: a new key beyond it makes the route forget its oldest key "
+     "at once (durably: a restart remembers the same keys), so a duplicate of a forgotten key "
+     "arriving later, even within `window`, is processed again. Forgetting is counted (metric "
+     "`esb_bus_marks_forgotten_total`) and logged at most once a minute per route.",
      dedupe_attrs, compile_dedupe, free_dedupe, esb__run_dedupe},
     {"multicast",
      "Each child step is a branch that runs on its own copy of the message; the steps after "

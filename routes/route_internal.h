@@ -82,6 +82,7 @@ struct esb__step {
         struct {
             struct esb_template *key;
             uint64_t window_ms;
+            uint32_t max_keys; /* 0: no limit */
         } dedupe;
     } u;
 };

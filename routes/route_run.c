@@ -241,6 +241,7 @@ int esb__run_dedupe(struct esb__run *run, const struct esb__step *st, struct esb
     run->res->dedupe_key = esb_malloc(n);
     snprintf(run->res->dedupe_key, n, "%s:%s", run->r->id, s->buf);
     run->res->dedupe_window_ms = st->u.dedupe.window_ms;
+    run->res->dedupe_max_keys = st->u.dedupe.max_keys;
     return ESB__GO;
 }
 

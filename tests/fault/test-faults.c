@@ -356,7 +356,7 @@ static void test_fdatasync_eio(void)
     struct esb_err err;
     int ack = esb_bus_ack(bus, held, &err);
     struct esb_txn *t = esb_txn_new();
-    esb_txn_retry(t, held, esb_now_ms() + 1000);
+    esb_txn_retry(t, held, esb_now_ms() + 1000, NULL);
     int retry = esb_bus_commit(bus, t, &err);
     esb_txn_free(t);
     struct esb_entry *e = NULL;

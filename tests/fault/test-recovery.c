@@ -440,6 +440,7 @@ struct seen {
     uint64_t enq[8];
     char reason[8][64];
     char from[8][16];
+    char tries[8][128]; /* "CLASS@AT:TEXT;..." */
 };
 
 static int browse_fn(void *ctx, const struct esb_entry *e)
@@ -452,6 +453,11 @@ static int browse_fn(void *ctx, const struct esb_entry *e)
     s->enq[s->n] = e->enqueued_ms;
     snprintf(s->reason[s->n], sizeof(s->reason[0]), "%s", e->reason ? e->reason : "(null)");
     snprintf(s->from[s->n], sizeof(s->from[0]), "%s", e->dead_from ? e->dead_from : "(null)");
+    size_t k = 0;
+    for (uint32_t i = 0; i < e->ntries && k < sizeof(s->tries[0]); i++)
+        k += (size_t)snprintf(s->tries[s->n] + k, sizeof(s->tries[0]) - k, "%s@%llu:%s;",
+                              e->tries[i].cls, (unsigned long long)e->tries[i].at_ms,
+                              e->tries[i].text);
     s->n++;
     return 0;
 }
@@ -506,11 +512,17 @@ static void check_states(const char *dir, const char *label, const uint64_t *enq
        "%s: browse st: m-0 a0, m-1 a0, m-3 a1, m-4 a2 in seq order, enqueue times kept, the "
        "acked m-2 gone",
        label);
+    ok(strcmp(s.tries[0], "") == 0 && strcmp(s.tries[2], "timeout@1003:t3;") == 0 &&
+           strcmp(s.tries[3], "http-status@1004:HTTP 503;connect@2004:refused;") == 0,
+       "%s: attempt histories rebuilt: m-0 none, m-3 one, m-4 two in order (%s | %s)", label,
+       s.tries[2], s.tries[3]);
     memset(&s, 0, sizeof(s));
     nb = esb_bus_browse(bus, "st.dlq", browse_fn, &s);
-    ok(nb == 1 && strcmp(s.body[0], "m-5") == 0 && s.attempt[0] == 1 &&
+    ok(nb == 1 && strcmp(s.body[0], "m-5") == 0 && s.attempt[0] == 2 &&
            strcmp(s.reason[0], REASON) == 0 && strcmp(s.from[0], "st") == 0 && s.enq[0] == enq[5],
-       "%s: browse st.dlq: m-5 attempt 1, reason and origin rebuilt", label);
+       "%s: browse st.dlq: m-5 attempt 2 (tried twice), reason and origin rebuilt", label);
+    ok(strcmp(s.tries[0], "timeout@1005:t5;http-status@2005:" REASON ";") == 0,
+       "%s: the dead letter keeps both attempts: its retry's and the last (%s)", label, s.tries[0]);
 
     struct esb_entry *a = NULL, *b = NULL, *c = NULL, *d = NULL, *x = NULL;
     int r1 = esb_bus_consume(bus, "st", 0, &a), r2 = esb_bus_consume(bus, "st", 0, &b);
@@ -519,7 +531,7 @@ static void check_states(const char *dir, const char *label, const uint64_t *enq
            is_body(c, "m-1") && b->attempt == 0 && c->attempt == 0 && r4 == ESB_ETIMEDOUT,
        "%s: consume st: the due retry m-4 (attempt 2) first, then m-0, m-1; m-3 not due", label);
     int r5 = esb_bus_consume(bus, "st.dlq", 0, &d);
-    ok(r5 == 0 && is_body(d, "m-5") && d->attempt == 1 && d->reason &&
+    ok(r5 == 0 && is_body(d, "m-5") && d->attempt == 2 && d->ntries == 2 && d->reason &&
            strcmp(d->reason, REASON) == 0 && d->dead_from && strcmp(d->dead_from, "st") == 0,
        "%s: consume st.dlq: m-5 with reason and origin", label);
     esb_entry_free(a);
@@ -549,20 +561,26 @@ static void test_index_rebuild(void)
     esb_entry_free(e[0]); /* m-0: released untouched: ready */
     /* m-1 stays held: in flight while the log is copied */
     struct esb_txn *t = esb_txn_new();
-    esb_txn_ack(t, e[2]);                  /* m-2: acked */
-    esb_txn_retry(t, e[3], now + 3600000); /* m-3: waiting an hour */
-    esb_txn_retry(t, e[4], now - 2000);    /* m-4: due */
-    esb_txn_retry(t, e[5], now - 1000);    /* m-5: due */
+    struct esb_try f3, f4, f5, g4, g5;
+    esb_try_set(&f3, 1003, "timeout", "t3");
+    esb_try_set(&f4, 1004, "http-status", "HTTP 503");
+    esb_try_set(&f5, 1005, "timeout", "t5");
+    esb_try_set(&g4, 2004, "connect", "refused");
+    esb_try_set(&g5, 2005, "http-status", REASON);
+    esb_txn_ack(t, e[2]);                       /* m-2: acked */
+    esb_txn_retry(t, e[3], now + 3600000, &f3); /* m-3: waiting an hour */
+    esb_txn_retry(t, e[4], now - 2000, &f4);    /* m-4: due */
+    esb_txn_retry(t, e[5], now - 1000, &f5);    /* m-5: due */
     commit_or_bail(bus, t, "resolve m-2..m-5");
     for (int i = 2; i < 6; i++) esb_entry_free(e[i]);
     struct esb_entry *r = take(bus, "st", "m-4"); /* due retries come first */
     t = esb_txn_new();
-    esb_txn_retry(t, r, esb_now_ms() - 500); /* m-4: attempt 2, due */
+    esb_txn_retry(t, r, esb_now_ms() - 500, &g4); /* m-4: attempt 2, due */
     commit_or_bail(bus, t, "retry m-4 again");
     esb_entry_free(r);
     r = take(bus, "st", "m-5");
     t = esb_txn_new();
-    esb_txn_dead(t, r, "st.dlq", REASON); /* m-5: dead at attempt 1 */
+    esb_txn_dead(t, r, "st.dlq", REASON, &g5); /* m-5: dead after its 2nd attempt */
     commit_or_bail(bus, t, "dead-letter m-5");
     esb_entry_free(r);
     struct esb_queue_info qi;

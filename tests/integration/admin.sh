@@ -120,7 +120,8 @@ ok "GET /v1/queues: JSON with every field" eval '[ "$(api GET /v1/queues)" = 200
     grep -q "{\"name\":\"dlq.xml\",\"entries\":3,\"ready\":3,\"inflight\":0,\"waiting\":0,\"bytes\":[0-9]*}" "$T/api.body"'
 
 ctl_out list dlq list dlq.xml
-ok "dlq list: header SEQ ID ATTEMPT AGE REASON" grep -q '^SEQ  *ID  *ATTEMPT  *AGE  *REASON' "$T/list.out"
+ok "dlq list: header SEQ ID ATTEMPTS AGE REASON" grep -q '^SEQ  *ID  *ATTEMPTS  *AGE  *REASON' "$T/list.out"
+ok "dlq list: each tried once (ATTEMPTS 1)" [ "$(awk 'NR > 1 && $3 == 1' "$T/list.out" | wc -l)" = 3 ]
 ok "dlq list: 3 entries" [ "$(awk 'NR > 1' "$T/list.out" | wc -l)" = 3 ]
 ok "dlq list: each with its reason (not XML)" [ "$(grep -c 'not XML' "$T/list.out")" = 3 ]
 mapfile -t SEQS < <(dlq_seqs)
@@ -139,6 +140,9 @@ ctl_out show dlq show dlq.xml "${SEQS[1]}"
 ok "dlq show: exit 0" [ "$(rc_of show)" = 0 ]
 ok "dlq show: the reason" grep -q '^reason: .*not XML' "$T/show.out"
 ok "dlq show: where it died (route:xml)" grep -q '^dead from: *route:xml' "$T/show.out"
+ok "dlq show: 1 attempt, its history line of class route with the step's error" \
+    eval 'grep -q "^attempts: *1$" "$T/show.out" &&
+          grep -Eq "^ +1  [0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}\.[0-9]{3}Z  route +step 1 .*not XML" "$T/show.out"'
 ok "dlq show: the headers (esb-source: web)" grep -q '^  esb-source: web' "$T/show.out"
 ok "dlq show: the whole body" grep -qx 'second, not xml either' "$T/show.out"
 ok "GET entries/SEQ: whole body and dead_from" eval '[ "$(api GET "/v1/queues/dlq.xml/entries/${SEQS[1]}")" = 200 ] &&

@@ -22,7 +22,7 @@ esb_setup
 MSGS=${ESB_OUTAGE_MESSAGES:-2000}
 OUTAGE=${ESB_OUTAGE_SECONDS:-15}
 SIZE=${ESB_OUTAGE_BODY:-16384}
-BREAKER_MS=30000 # runtime_deliver.c BREAKER_COOLDOWN_MS
+BREAKER_MS=30000 # http-out's default breaker-cooldown
 sink_start sink
 SP=$SINK_PORT
 write_config <<XML
@@ -47,10 +47,6 @@ write_config <<XML
 XML
 esbd_start
 
-# The wall clock of esbd's log lines matching ERE, in ms.
-log_ms() {
-    grep -E -- "$1" "$T/esbd.log" | cut -c1-23 | sed 's/T/ /' | date -u -f - +%s%3N
-}
 # rss_sampler: "MS KIB" lines in $T/rss every 200 ms while the load runs.
 rss_sampler() {
     while load_running && kill -0 "$ESBD_PID" 2>/dev/null; do
@@ -137,9 +133,7 @@ ok "every attempt carried Idempotency-Key = the id answered at ingest" \
     eval '[ "$badkey" = 0 ] && [ "$(awk -F"\t" "{ print \$1 }" "$T/out.att" | sort -u | wc -l)" = "$MSGS" ]'
 
 # Breaker windows of endpoint sink: from each OPEN to the next CLOSED.
-paste -d' ' <(log_ms 'endpoint:sink\] circuit breaker (OPEN|HALF-OPEN|CLOSED)') \
-    <(grep -E 'endpoint:sink\] circuit breaker (OPEN|HALF-OPEN|CLOSED)' "$T/esbd.log" |
-        sed -E 's/.*circuit breaker ([A-Z-]+).*/\1/') >"$T/breaker"
+breaker_states sink >"$T/breaker"
 awk '$2 == "OPEN" && !open { s = $1; open = 1 } $2 == "CLOSED" && open { print s, $1; open = 0 }
      END { if (open) print s, 9999999999999 }' "$T/breaker" >"$T/breaker.win"
 nopen=$(grep -c ' OPEN$' "$T/breaker")

@@ -7,6 +7,11 @@
 #   - both dead letters carry the full reason (HTTP status, URL, the sink's
 #     answer body, the attempts) in `esbctl dlq list` and `dlq show`, and the
 #     original body;
+#   - each dead letter counts the attempts made (1 and 3) and keeps the
+#     history of every attempt: exactly 1 and exactly 3 lines, numbered,
+#     with the UTC time (ms) the attempt started (= when the sink got it,
+#     increasing by the policy's spacing), the class and the error; in the
+#     admin API's JSON too, and the same after esbd restarts;
 #   - the other messages flow meanwhile: those sent while the 503 one was
 #     being retried arrive before its last attempt, each exactly once;
 #   - once the sink is fixed, `esbctl dlq replay --all` delivers each of the
@@ -89,6 +94,9 @@ ok "dlq list names both by id" eval '[ -n "$s400" ] && [ -n "$s503" ]'
 ok "dlq list: each with its reason's start (outcome, attempts, status)" \
     eval 'grep -q "^$s400 .*rejected to sink after 1 attempt: HTTP 400 from http" "$T/list.out" &&
           grep -q "^$s503 .*delivery failed to sink after 3 attempts: HTTP 503 from http" "$T/list.out"'
+att_col() { awk -v s="$1" '$1 == s { print $3 }' "$T/list.out"; }
+ok "dlq list: ATTEMPTS counts the attempts made: 1 and 3 ($(att_col "$s400"), $(att_col "$s503"))" \
+    eval '[ "$(att_col "$s400")" = 1 ] && [ "$(att_col "$s503")" = 3 ]'
 ctl dlq show dlq.poison "${s400:-0}" >"$T/show400.out" 2>&1
 ctl dlq show dlq.poison "${s503:-0}" >"$T/show503.out" 2>&1
 sed 's/^/# show 400: /' "$T/show400.out" | cut -c1-220
@@ -101,6 +109,45 @@ ok "dlq show keeps the original body" \
     eval 'grep -q "poison-400" "$T/show400.out" && grep -q "poison-503" "$T/show503.out"'
 ok "dlq show names where it died (deliver:sink) and the route" \
     eval 'grep -q "deliver:sink" "$T/show503.out" && grep -q "esb-route.*p" "$T/show503.out"'
+
+# ---- the attempt history ----
+# hist FILE: the history lines of a `dlq show` as "N MS CLASS ERROR..." (MS:
+# the attempt's start, ms since the epoch, from its UTC ISO 8601 time).
+hist() {
+    awk '/^history:/ { on = 1; next } on && /^ +[0-9]+  [0-9][0-9][0-9][0-9]-/ { print; next } on { exit }' "$1" |
+        while read -r n when cls err; do
+            echo "$n $(date -u -d "$when" +%s%3N) $cls $err"
+        done
+}
+hist "$T/show503.out" >"$T/hist503"
+hist "$T/show400.out" >"$T/hist400"
+sed 's/^/# history 503: /' "$T/hist503" | cut -c1-160
+ok "dlq show: attempts 1 and 3" \
+    eval 'grep -q "^attempts: *1$" "$T/show400.out" && grep -q "^attempts: *3$" "$T/show503.out"'
+ok "poison-400's history: exactly 1 attempt, numbered 1, class http-status, HTTP 400 and the sink's answer" \
+    eval '[ "$(wc -l <"$T/hist400")" = 1 ] &&
+          grep -q "^1 [0-9]* http-status HTTP 400 from http://127.0.0.1:$SP/p/.*: invalid order" "$T/hist400"'
+ok "poison-503's history: exactly max-attempts = 3 attempts, numbered 1..3, each http-status HTTP 503 with the answer" \
+    eval '[ "$(wc -l <"$T/hist503")" = 3 ] && [ "$(awk "{ print \$1 }" "$T/hist503" | tr "\n" " ")" = "1 2 3 " ] &&
+          [ "$(grep -c "^[123] [0-9]* http-status HTTP 503 from .*: backend overloaded, try later$" "$T/hist503")" = 3 ]'
+ok "poison-503's attempt times increase, spaced by the policy (500, 1000 ms) +-25 %" \
+    awk 'NR > 1 { g = $2 - p; if (g < lo[NR] || g > hi[NR]) bad = 1 } { p = $2 }
+         BEGIN { lo[2] = 375; hi[2] = 625; lo[3] = 750; hi[3] = 1250 } END { exit bad }' "$T/hist503"
+# Each recorded start is the moment the dispatcher started that request:
+# the sink got it at most a moment later (same wall clock).
+awk -F'\t' '$4 == "poison-503" { print $1 }' "$T/sink.tsv" | paste -d' ' - <(awk '{ print $2 }' "$T/hist503") >"$T/times503"
+sed 's/^/# sink got it at, history says: /' "$T/times503"
+ok "each history time is when the sink saw that attempt (0..500 ms before)" \
+    awk '{ d = $1 - $2; if (d < 0 || d > 500) bad = 1 } END { exit bad || NR != 3 }' "$T/times503"
+ctl dlq show dlq.poison "${s503:-0}" --json >"$T/show503.json" 2>&1
+ok "the admin API's JSON has the history: 3 objects with time (UTC ISO 8601, ms), class, error" \
+    eval '[ "$(grep -o "\"time\":\"[0-9-]*T[0-9:]*\.[0-9][0-9][0-9]Z\",\"class\":\"http-status\",\"error\":\"HTTP 503 from " "$T/show503.json" | wc -l)" = 3 ] &&
+          grep -q "\"attempt\":3," "$T/show503.json"'
+ok "esbd restarts" eval 'esbd_stop && esbd_start'
+ctl dlq show dlq.poison "${s503:-0}" >"$T/show503b.out" 2>&1
+hist "$T/show503b.out" >"$T/hist503b"
+ok "the history is the same after the restart" \
+    eval '[ -s "$T/hist503b" ] && cmp -s "$T/hist503" "$T/hist503b" && grep -q "^attempts: *3$" "$T/show503b.out"'
 ok "the log says why each was dead-lettered" \
     eval 'log_has "dead-lettered id=$(id_of poison-400) to dlq.poison: rejected" &&
           log_has "dead-lettered id=$(id_of poison-503) to dlq.poison: delivery failed"'

@@ -207,6 +207,19 @@ esbd_rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$ESBD_PID/status"; }
 # Does esbd's log match an extended regex?
 log_has() { grep -Eq -- "$1" "$T/esbd.log"; }
 
+# log_ms ERE: the wall clock of esbd's log lines matching ERE, in ms, one a line.
+log_ms() {
+    grep -E -- "$1" "$T/esbd.log" | cut -c1-23 | sed 's/T/ /' | date -u -f - +%s%3N
+}
+
+# breaker_states ENDPOINT: "MS STATE" for each change of the endpoint's
+# circuit breaker in esbd's log (STATE: OPEN, HALF-OPEN or CLOSED), in order.
+breaker_states() {
+    local re="endpoint:$1\\] circuit breaker (OPEN|HALF-OPEN|CLOSED)"
+    paste -d' ' <(log_ms "$re") \
+        <(grep -E -- "$re" "$T/esbd.log" | sed -E 's/.*circuit breaker ([A-Z-]+).*/\1/')
+}
+
 # Start esbd and publish its port in $T/port (background loads read it, as
 # a restart may have to move to another port).
 esbd_start_tracked() {

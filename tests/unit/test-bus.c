@@ -101,13 +101,13 @@ static void test_retry_dead(void)
     struct esb_entry *e;
     ok(esb_bus_consume(bus, "r", 0, &e) == 0 && body_is(e, "x") && e->attempt == 0, "x attempt 0");
     struct esb_txn *t = esb_txn_new();
-    esb_txn_retry(t, e, esb_now_ms() + 200);
+    esb_txn_retry(t, e, esb_now_ms() + 200, NULL);
     ok(esb_bus_commit(bus, t, &err) == 0, "retry x in 200ms");
     esb_txn_free(t);
     esb_entry_free(e);
     ok(esb_bus_consume(bus, "r", 0, &e) == 0 && body_is(e, "y"), "y is not held back by x's retry");
     t = esb_txn_new();
-    esb_txn_dead(t, e, "dlq.r", "HTTP 400: bad order");
+    esb_txn_dead(t, e, "dlq.r", "HTTP 400: bad order", NULL);
     ok(esb_bus_commit(bus, t, &err) == 0, "dead-letter y");
     esb_txn_free(t);
     esb_entry_free(e);
@@ -308,7 +308,7 @@ static void test_ordering_keys(void)
        "n1 next: a2 waits behind a1 in flight");
     ok(esb_bus_consume(bus, "ok", 0, &y) == ESB_ETIMEDOUT, "nothing else: a2, a3 parked");
     struct esb_txn *t = esb_txn_new();
-    esb_txn_retry(t, a1, esb_now_ms() + 300);
+    esb_txn_retry(t, a1, esb_now_ms() + 300, NULL);
     ok(esb_bus_commit(bus, t, &err) == 0, "a1 goes to retry");
     esb_txn_free(t);
     esb_entry_free(a1);
@@ -330,7 +330,7 @@ static void test_ordering_keys(void)
     esb_entry_free(a1);
     ok(esb_bus_consume(bus, "ok", 0, &x) == 0 && body_is(x, "a2"), "then a2");
     t = esb_txn_new();
-    esb_txn_dead(t, x, "dlq.ok", "poison");
+    esb_txn_dead(t, x, "dlq.ok", "poison", NULL);
     ok(esb_bus_commit(bus, t, &err) == 0, "a2 dead-lettered");
     esb_txn_free(t);
     esb_entry_free(x);

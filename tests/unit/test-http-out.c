@@ -262,7 +262,7 @@ static struct esb_msg *msg_new(const char *body, const char *ct)
 /* Deliver one message and wait for its result. */
 static struct slot deliver1(struct fixture *f, struct esb_msg *m)
 {
-    struct slot s = {0, {0, 0, 0, {0, ""}}};
+    struct slot s = {0};
     struct esb_err err = {0, ""};
     finished = 0;
     if (esb_http_out_ops.deliver_async(&f->ep, m, on_done, &s, &err) != 0)
@@ -307,6 +307,8 @@ static void test_check(void)
         {"url=\"http://127.0.0.1:@P@/\" ca-file=\"/nonexistent/ca.pem\"", "cannot read"},
         {"url=\"http://127.0.0.1:@P@/\" method=\"GET\"", "method"},
         {"url=\"http://127.0.0.1:@P@/\" max-in-flight=\"0\"", "max-in-flight"},
+        {"url=\"http://127.0.0.1:@P@/\" breaker-cooldown=\"0s\"", "breaker-cooldown"},
+        {"url=\"http://127.0.0.1:@P@/\" breaker-failures=\"-1\"", "breaker-failures"},
     };
     for (size_t i = 0; i < ESB_ARRAY_LEN(bad); i++) {
         err.msg[0] = '\0';
@@ -322,6 +324,18 @@ static void test_check(void)
                      &err);
     ok(rc == 0, "a full valid config passes check (%s)", rc ? err.msg : "");
     ok(esb_http_out_ops.max_in_flight(&f.ep) == 64, "max-in-flight defaults to 64");
+    struct esb_breaker_conf b = {0};
+    esb_http_out_ops.breaker(&f.ep, &b);
+    ok(b.failures == ESB_BREAKER_FAILURES && b.cooldown_ms == ESB_BREAKER_COOLDOWN_MS &&
+           b.failures == 5 && b.cooldown_ms == 30000,
+       "the circuit breaker defaults to 5 failures, 30 s cool-down");
+    ep_free(&f);
+    rc = ep_make(&f,
+                 "url=\"http://127.0.0.1:@P@/\" breaker-failures=\"0\" breaker-cooldown=\"250ms\"",
+                 &err);
+    esb_http_out_ops.breaker(&f.ep, &b);
+    ok(rc == 0 && b.failures == 0 && b.cooldown_ms == 250,
+       "breaker-failures=0 (no breaker) and breaker-cooldown=250ms are taken");
     ep_free(&f);
     ok(esb_connector_find("http-out") == &esb_http_out_ops, "http-out is registered");
 }
@@ -387,6 +401,8 @@ static void test_classification(void)
     ok(s.res.outcome == ESB_RETRY && s.res.status == 503 && s.res.retry_after_ms == 2000,
        "503 + Retry-After: 2 -> RETRY after 2000 ms (got %d, %llu)", s.res.status,
        (unsigned long long)s.res.retry_after_ms);
+    ok(s.res.fail == ESB_FAIL_STATUS && strcmp(esb_fail_name(s.res.fail, 0), "http-status") == 0,
+       "an error status is of class http-status");
     char want[128];
     snprintf(want, sizeof(want), "HTTP 503 from http://127.0.0.1:%u/in: down for maintenance",
              port);
@@ -438,11 +454,13 @@ static void test_classification(void)
     double t = elapsed_s(&t0);
     ok(s.res.outcome == ESB_RETRY && strstr(s.res.err.msg, "timed out") && t < 3.0,
        "hang with timeout=1s -> RETRY 'timed out' after %.1f s (%s)", t, s.res.err.msg);
+    ok(s.res.fail == ESB_FAIL_TIMEOUT, "of class timeout");
 
     sink_mode("{\"mode\":\"close\"}");
     s = deliver_body(&f, "f");
     ok(s.res.outcome == ESB_RETRY && strstr(s.res.err.msg, "connection error"),
        "connection closed without an answer -> RETRY (%s)", s.res.err.msg);
+    ok(s.res.fail == ESB_FAIL_CONNECT, "of class connect");
     sink_mode("{\"mode\":\"200\"}");
     ep_free(&f);
 
@@ -530,6 +548,7 @@ static void test_redirects(void)
     struct slot s = deliver_body(&f, "redir1");
     ok(s.res.outcome == ESB_REJECT && strstr(s.res.err.msg, "not an http or https URL"),
        "redirect to file:// refused -> REJECT (%s)", s.res.err.msg);
+    ok(s.res.fail == ESB_FAIL_INVALID, "of class invalid");
     sink_mode("{\"mode\":\"307\",\"location\":\"gopher://127.0.0.1:1/\"}");
     s = deliver_body(&f, "redir2");
     ok(s.res.outcome == ESB_REJECT, "redirect to gopher:// refused");
@@ -617,7 +636,7 @@ static void test_shutdown(void)
     esb_http_out_ops.destroy(&f.ep);
     struct esb_err err = {0, ""};
     struct esb_msg *m = msg_new("late", "");
-    struct slot late = {0, {0, 0, 0, {0, ""}}};
+    struct slot late = {0};
     int rc = esb_http_out_ops.deliver_async(&f.ep, m, on_done, &late, &err);
     ok(rc == ESB_ECLOSED && late.calls == 0,
        "deliver_async after destroy -> ESB_ECLOSED, no done (rc %d, %d calls)", rc, late.calls);

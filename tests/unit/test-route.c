@@ -626,8 +626,8 @@ static void test_dedupe_and_ordering(void)
     struct esb_route_result res = {0};
     esb_route_run(r, scratch, m, &res);
     ok(!res.error && res.dedupe_key && strcmp(res.dedupe_key, "d:abc-1") == 0 &&
-           res.dedupe_window_ms == 2 * 3600 * 1000,
-       "dedupe: key scoped to the route, window 2h");
+           res.dedupe_window_ms == 2 * 3600 * 1000 && res.dedupe_max_keys == 0,
+       "dedupe: key scoped to the route, window 2h, no max-keys");
     ok(res.nout == 2 && res.out[0].key && strcmp(res.out[0].key, "c42") == 0 && res.out[1].key &&
            strcmp(res.out[1].key, "c42") == 0,
        "ordering-key: every output carries the customer key");
@@ -644,6 +644,17 @@ static void test_dedupe_and_ordering(void)
                   "attribute 'key'", "dedupe with a bad template");
     compile_fails("<route id='d' from='queue:in'><dedupe key='{id}' window='1ms'/></route>",
                   "window", "dedupe window below 1s");
+    compile_fails("<route id='d' from='queue:in'><dedupe key='{id}' max-keys='many'/></route>",
+                  "max-keys", "dedupe max-keys not a number");
+    r = must_compile("<route id='d' from='queue:in'><dedupe key='{id}' max-keys='3'/>"
+                     "<to uri='queue:a'/></route>");
+    m = msg_of("x", "text/plain");
+    esb_route_run(r, scratch, m, &res);
+    ok(!res.error && res.dedupe_key && res.dedupe_max_keys == 3,
+       "dedupe max-keys='3' reaches the runtime with the key");
+    esb_route_result_clear(&res);
+    esb_msg_unref(m);
+    esb_route_free(r);
     compile_fails(
         "<route id='d' from='queue:in' ordering-key='{bogus}'><to uri='queue:a'/></route>",
         "attribute 'ordering-key'", "ordering-key with a bad template");
