@@ -61,12 +61,24 @@ static void quiet(void *ud, xmlErrorPtr e)
 
 /* The line of the first start tag with more than max attributes ('='
  * outside quotes), or 0. Comments, CDATA and PIs are skipped. */
+static long count_lines(const char *s, size_t n)
+{
+    long k = 0;
+    for (const char *p = s, *end = s + n; (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
+        k++;
+    return k;
+}
+
 static long too_many_attrs(const char *s, size_t n, int max)
 {
     long line = 1;
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\n') line++;
-        if (s[i] != '<') continue;
+        /* to the next '<' (memchr: most bytes are text), counting lines */
+        const char *lt = memchr(s + i, '<', n - i);
+        size_t to = lt ? (size_t)(lt - s) : n;
+        line += count_lines(s + i, to - i);
+        i = to;
+        if (i >= n) break;
         const char *end = NULL;
         if (n - i >= 4 && memcmp(s + i, "<!--", 4) == 0)
             end = "-->";

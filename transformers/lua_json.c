@@ -137,6 +137,8 @@ void esb__lmod_json_decode(lua_State *L, const char *s, size_t n, int max_depth,
 
 /* ---- encoding ---- */
 
+#define SMALL_OBJECT 64 /* objects up to this many keys are sorted on the C stack */
+
 struct enc {
     lua_State *L;
     const struct esb__lmod_json_opts *o;
@@ -194,10 +196,25 @@ static void enc_string(struct esb__lmod_buf *b, const char *s, size_t n)
 
 /* The shortest of %.15g..%.17g that reads back as d; always looks like a
  * float ("1.0", not "1") so it decodes as a float again. */
+static void enc_integer(struct esb__lmod_buf *b, long long v)
+{
+    char out[24], *p = out + sizeof(out);
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do *--p = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    if (v < 0) *--p = '-';
+    esb__lmod_buf_add(b, p, (size_t)(out + sizeof(out) - p));
+}
+
 static void enc_double(struct esb__lmod_buf *b, double d)
 {
     char out[40];
     if (!isfinite(d)) esb__lmod_error(b->L, "%s: cannot encode NaN or infinity", b->who);
+    if (d == (double)(long long)d && d > -1e15 && d < 1e15 && (d != 0 || !signbit(d))) {
+        enc_integer(b, (long long)d); /* what %.15g prints for it, without printf */
+        esb__lmod_buf_add(b, ".0", 2);
+        return;
+    }
     for (int prec = 15; prec <= 17; prec++) {
         snprintf(out, sizeof(out), "%.*g", prec, d);
         if (strtod(out, NULL) == d) break;
@@ -241,6 +258,33 @@ static void encode_object(struct enc *e, int t, size_t nkeys, int depth)
             first = 0;
             lua_pop(L, 1);
         }
+    } else if (nkeys <= SMALL_OBJECT) {
+        /* the keys on the stack (no table, no re-interning), sorted as
+         * (pointer, length, stack slot) */
+        struct esb__lmod_key keys[SMALL_OBJECT];
+        int slot[SMALL_OBJECT];
+        int base = lua_gettop(L);
+        luaL_checkstack(L, (int)nkeys + 4, "out of stack space");
+        size_t n = 0;
+        lua_pushnil(L);
+        while (lua_next(L, t) && n < nkeys) {
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1); /* stays: the key of slot n */
+            keys[n].s = lua_tolstring(L, -1, &keys[n].n);
+            keys[n].slot = base + 1 + (int)n;
+            n++;
+            lua_insert(L, -2); /* the iteration key back on top */
+        }
+        lua_settop(L, base + (int)n);
+        qsort(keys, n, sizeof(*keys), esb__lmod_key_cmp);
+        for (size_t i = 0; i < n; i++) slot[i] = keys[i].slot;
+        for (size_t i = 0; i < n; i++) {
+            lua_pushvalue(L, slot[i]);
+            lua_rawget(L, t);
+            object_member(e, i == 0, depth, slot[i], lua_absindex(L, -1));
+            lua_pop(L, 1);
+        }
+        lua_settop(L, base);
     } else {
         /* keys anchored in a table; sorted as (pointer, length) pairs */
         lua_createtable(L, (int)nkeys, 0);
@@ -329,7 +373,6 @@ static void encode_table(struct enc *e, int t, int depth)
 static void encode_value(struct enc *e, int idx, int depth)
 {
     lua_State *L = e->L;
-    char num[32];
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
         esb__lmod_buf_add(e->b, "null", 4);
@@ -339,8 +382,7 @@ static void encode_value(struct enc *e, int idx, int depth)
         break;
     case LUA_TNUMBER:
         if (lua_isinteger(L, idx)) {
-            snprintf(num, sizeof(num), "%lld", (long long)lua_tointeger(L, idx));
-            esb__lmod_buf_adds(e->b, num);
+            enc_integer(e->b, (long long)lua_tointeger(L, idx));
         } else {
             enc_double(e->b, (double)lua_tonumber(L, idx));
         }

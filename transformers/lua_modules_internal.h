@@ -87,6 +87,7 @@ const char *esb__lmod_opt_str(lua_State *L, int idx, const char *name, const cha
 struct esb__lmod_key {
     const char *s;
     size_t n;
+    int slot; /* free for the caller (a stack slot) */
 };
 int esb__lmod_key_cmp(const void *a, const void *b);
 /* Push an array of the keys of the table at t in byte order (O(n log n));
