@@ -342,38 +342,57 @@ static struct esb_txn *finish_list(struct esb_bus *bus, struct esb_txn *list, in
  * callbacks, then publish the last batch and wake its waiting committers
  * with one futex call. A callback may free its txn, and a committer its
  * own once woken: read what is needed first. */
-static void wake(struct esb_bus *bus, struct esb_txn *w)
+static void wake(struct esb_txn *w)
 {
-    uint32_t last = 0, bits = 0;
     while (w) {
         struct esb_txn *next = w->next;
-        last = w->batch;
-        if (w->cb)
-            w->cb(w->cb_ctx, w->rc); /* may free w */
-        else
-            bits |= 1u << (last & 31);
+        w->cb(w->cb_ctx, w->rc); /* may free w */
         w = next;
     }
-    atomic_store_explicit(&bus->done_batch, last, memory_order_release);
-    if (bits)
-        (void)syscall(SYS_futex, &bus->done_batch, FUTEX_WAKE_BITSET_PRIVATE, INT_MAX, NULL, NULL,
-                      bits);
 }
 
-/* Hand the finished txns w (in batch order) to the completer thread. */
+/* Release the committers of the finished txns w (writer, lock held, taken
+ * and given back here). Callbacks go to the completer thread, in batch
+ * order. Committers waiting in esb_bus_commit are released right here:
+ * done_batch is published and one futex call (after unlocking) wakes a
+ * whole batch, cheap enough for the writer, and a lone committer is spared
+ * the hop through the completer. Only the writer stores done_batch, so it
+ * never goes back. */
 static void complete(struct esb_bus *bus, struct esb_txn *w)
 {
-    if (!w) return;
-    struct esb_txn *tail = w;
-    while (tail->next) tail = tail->next;
-    pthread_mutex_lock(&bus->done_lock);
-    if (bus->done_tail)
-        bus->done_tail->next = w;
-    else
-        bus->done_head = w;
-    bus->done_tail = tail;
-    pthread_cond_signal(&bus->done_cv);
-    pthread_mutex_unlock(&bus->done_lock);
+    struct esb_txn *head = NULL, *tail = NULL;
+    uint32_t bits = 0;
+    while (w) {
+        struct esb_txn *next = w->next; /* a released committer may free w */
+        if (w->cb) {
+            w->next = NULL;
+            if (tail)
+                tail->next = w;
+            else
+                head = w;
+            tail = w;
+        } else {
+            bits |= 1u << (w->batch & 31);
+            atomic_store_explicit(&bus->done_batch, w->batch, memory_order_release);
+        }
+        w = next;
+    }
+    if (head) {
+        pthread_mutex_lock(&bus->done_lock);
+        if (bus->done_tail)
+            bus->done_tail->next = head;
+        else
+            bus->done_head = head;
+        bus->done_tail = tail;
+        pthread_cond_signal(&bus->done_cv);
+        pthread_mutex_unlock(&bus->done_lock);
+    }
+    if (bits) {
+        pthread_mutex_unlock(&bus->lock);
+        (void)syscall(SYS_futex, &bus->done_batch, FUTEX_WAKE_BITSET_PRIVATE, INT_MAX, NULL, NULL,
+                      bits);
+        pthread_mutex_lock(&bus->lock);
+    }
 }
 
 static void *completer_main(void *arg)
@@ -390,7 +409,7 @@ static void *completer_main(void *arg)
         }
         bus->done_head = bus->done_tail = NULL;
         pthread_mutex_unlock(&bus->done_lock);
-        wake(bus, w);
+        wake(w);
         pthread_mutex_lock(&bus->done_lock);
     }
     pthread_mutex_unlock(&bus->done_lock);

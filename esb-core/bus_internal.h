@@ -150,10 +150,9 @@ struct esb_bus {
     pthread_cond_t writer_cv, commit_cv, ready_cv;
     pthread_t writer;
     int writer_started, closing, failed;
-    /* The completer thread wakes the committers of written batches (posts
-     * them up through done_batch, calls their callbacks) while the writer already
-     * writes and syncs the next batch. Its own lock: never held with
-     * bus->lock. */
+    /* The completer thread calls the callbacks of written batches
+     * (esb_bus_commit_async) while the writer already writes and syncs the
+     * next batch. Its own lock: never held with bus->lock. */
     pthread_t completer;
     pthread_mutex_t done_lock;
     pthread_cond_t done_cv;
@@ -161,7 +160,7 @@ struct esb_bus {
     int completer_started, completer_stop;
     /* Batch numbers: a txn queued now goes out in next_batch (under
      * lock; the writer moves it on when it takes the pending list). The
-     * completer publishes the last batch whose committers may return in
+     * writer publishes the last batch whose committers may return in
      * done_batch, a futex word: esb_bus_commit waits on it with the bit
      * (batch % 32), so one FUTEX_WAKE_BITSET wakes a batch's committers
      * and not those of the batch being written. */
@@ -178,11 +177,11 @@ struct esb_bus {
      * read from the log as always. Under lock. */
     uint64_t cache_bytes;
 
-    struct esb__strmap queues; /* name -> struct queue* */
-    struct esb__strmap topics; /* name -> struct topic* */
-    struct esb__u64map marks;  /* hash(key) -> struct mark* chain */
+    struct esb__strmap queues;   /* name -> struct queue* */
+    struct esb__strmap topics;   /* name -> struct topic* */
+    struct esb__u64map marks;    /* hash(key) -> struct mark* chain */
     struct esb__strmap marksets; /* name -> struct markset* (bus_marks.c) */
-    char **pending_keys;       /* unique marks of admitted, unapplied txns */
+    char **pending_keys;         /* unique marks of admitted, unapplied txns */
     size_t npending_keys, cap_pending_keys;
     uint64_t nmarks;
 
