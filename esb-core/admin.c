@@ -148,17 +148,23 @@ enum MHD_Result esb__admin_send_text(struct MHD_Connection *c, unsigned status, 
     return send_text_h(c, status, text, ctype, NULL, NULL);
 }
 
+/* Send json (a json_dumps result, taken) and a newline as application/json;
+ * NULL json sends nothing and returns MHD_NO. */
+static enum MHD_Result send_dumped_h(struct MHD_Connection *c, unsigned status, char *json,
+                                     const char *hname, const char *hvalue)
+{
+    if (!json) return MHD_NO;
+    size_t n = strlen(json);
+    char *t = esb_realloc(json, n + 2);
+    memcpy(t + n, "\n", 2);
+    return send_text_h(c, status, t, "application/json", hname, hvalue);
+}
+
 enum MHD_Result esb__admin_send_json(struct MHD_Connection *c, unsigned status, json_t *o)
 {
     char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
-    if (!s) return MHD_NO;
-    size_t n = strlen(s);
-    char *t = esb_malloc(n + 2);
-    memcpy(t, s, n);
-    memcpy(t + n, "\n", 2);
-    free(s);
-    return send_text_h(c, status, t, "application/json", NULL, NULL);
+    return send_dumped_h(c, status, s, NULL, NULL);
 }
 
 enum MHD_Result esb__admin_send_error_h(struct MHD_Connection *c, unsigned status,
@@ -174,12 +180,7 @@ enum MHD_Result esb__admin_send_error_h(struct MHD_Connection *c, unsigned statu
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (!s) s = esb_strdup("{\"error\":\"?\"}");
-    size_t n = strlen(s);
-    char *t = esb_malloc(n + 2);
-    memcpy(t, s, n);
-    memcpy(t + n, "\n", 2);
-    free(s);
-    return send_text_h(c, status, t, "application/json", hname, hvalue);
+    return send_dumped_h(c, status, s, hname, hvalue);
 }
 
 unsigned esb__admin_status_of(int rc)
