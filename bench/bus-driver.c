@@ -524,15 +524,6 @@ struct handoff {
     int pending, done, stop;
 };
 
-static void cond_init_mono(pthread_cond_t *c)
-{
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(c, &a);
-    pthread_condattr_destroy(&a);
-}
-
 /* The writer side, shaped like the bus writer: a timed wait for work, take
  * it, drop the lock (where the bus writes and syncs), retake it, mark done
  * and broadcast. */
@@ -580,8 +571,8 @@ static int run_handoff(const struct opts *o)
     if (!same && !cross && strcmp(o->pin, "none") != 0) usage();
     struct handoff h = {.pending = 0};
     pthread_mutex_init(&h.lock, NULL);
-    cond_init_mono(&h.writer_cv);
-    cond_init_mono(&h.commit_cv);
+    esb_cond_init_mono(&h.writer_cv);
+    esb_cond_init_mono(&h.commit_cv);
     pthread_t w;
     int rc = pthread_create(&w, NULL, handoff_writer, &h);
     if (rc) die("pthread_create", rc);

@@ -74,11 +74,11 @@ struct esb_breaker_conf {
 #define ESB_BREAKER_COOLDOWN_MS 30000
 
 struct esb_connector_ops {
-    const char *element;   /* config element and URI scheme: "http-in", "file-out", ... */
+    const char *element; /* config element and URI scheme: "http-in", "file-out", ... */
     enum esb_connector_dir dir;
-    const char *summary;   /* one line for the reference docs */
+    const char *summary;               /* one line for the reference docs */
     const struct esb_attr_spec *attrs; /* the element's attributes */
-    size_t conf_size;      /* size of the struct attrs fill */
+    size_t conf_size;                  /* size of the struct attrs fill */
     /* Validate ep->conf beyond the table (cross-field checks, dirs exist);
      * may fill derived fields. NULL = nothing more. Errors name file:line. */
     int (*check)(struct esb_endpoint *ep, struct esb_err *err);
@@ -111,13 +111,31 @@ struct esb_connector_ops {
 };
 
 struct esb_endpoint {
-    char *id;                             /* the element's id attribute */
+    char *id; /* the element's id attribute */
     const struct esb_connector_ops *ops;
-    char *file;                           /* config file and line of the element */
+    char *file; /* config file and line of the element */
     int line;
-    void *conf;                           /* ops->conf_size bytes filled by attrs */
-    void *state;                          /* the connector's own runtime state */
+    void *conf;  /* ops->conf_size bytes filled by attrs */
+    void *state; /* the connector's own runtime state */
 };
+
+/* State an outbound connector makes on first use, from any worker thread:
+ * esb_endpoint_state reads ep->state (NULL: not made yet); after making one,
+ * esb_endpoint_state_install puts st in place unless another thread did
+ * first. It returns the state in place: st, or the winner's (the caller then
+ * frees st). */
+static inline void *esb_endpoint_state(struct esb_endpoint *ep)
+{
+    return __atomic_load_n(&ep->state, __ATOMIC_ACQUIRE);
+}
+static inline void *esb_endpoint_state_install(struct esb_endpoint *ep, void *st)
+{
+    void *expected = NULL;
+    if (__atomic_compare_exchange_n(&ep->state, &expected, st, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE))
+        return st;
+    return expected;
+}
 
 /* All registered connectors, NULL-terminated. */
 extern const struct esb_connector_ops *const esb_connectors[];

@@ -73,8 +73,7 @@ static int compile_name(const struct esb_endpoint *ep, struct esb_template **out
 /* The endpoint's state, made on first use (any thread; one wins). */
 static struct file_out_state *get_state(struct esb_endpoint *ep, struct esb_err *err)
 {
-    struct file_out_state *st =
-        __atomic_load_n((struct file_out_state **)&ep->state, __ATOMIC_ACQUIRE);
+    struct file_out_state *st = esb_endpoint_state(ep);
     if (st) return st;
     st = esb_calloc(1, sizeof(*st));
     pthread_mutex_init(&st->lock, NULL);
@@ -83,13 +82,9 @@ static struct file_out_state *get_state(struct esb_endpoint *ep, struct esb_err 
         state_free(st);
         return NULL;
     }
-    void *expected = NULL;
-    if (!__atomic_compare_exchange_n(&ep->state, &expected, st, 0, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE)) {
-        state_free(st);
-        return expected;
-    }
-    return st;
+    struct file_out_state *won = esb_endpoint_state_install(ep, st);
+    if (won != st) state_free(st);
+    return won;
 }
 
 /* The output directory, opened (and created) on first use. */

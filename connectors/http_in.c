@@ -47,6 +47,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "listen_addr.h"
 #include "log.h"
 #include "msg.h"
 #include "runtime.h"
@@ -794,41 +795,17 @@ static int http_in_check(struct esb_endpoint *ep, struct esb_err *err)
 static int http_in_start(struct esb_endpoint *ep, struct esb_runtime *rt, struct esb_err *err)
 {
     const struct esb_http_in_conf *conf = CONF(ep);
-    char *host = NULL;
-    unsigned port = 0;
     int rc = 0;
     struct http_in_state *st = NULL;
-    if (esb_parse_listen(conf->listen, &host, &port) != 0 || port > 65535) {
+    struct esb_listen_addr la;
+    if (esb_listen_addr_parse(conf->listen, &la) != 0) {
         rc = esb_err_set(err, ESB_EINVAL, "http-in '%s': invalid listen address '%s'", ep->id,
                          conf->listen);
         goto out;
     }
-    struct sockaddr_in a4;
-    struct sockaddr_in6 a6;
-    const struct sockaddr *sa;
+    unsigned port = la.port;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
-    memset(&a4, 0, sizeof(a4));
-    memset(&a6, 0, sizeof(a6));
-    size_t hl = strlen(host);
-    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') { /* "[v6]" */
-        memmove(host, host + 1, hl - 2);
-        host[hl - 2] = '\0';
-    }
-    const char *h = strcmp(host, "localhost") == 0 ? "127.0.0.1" : host;
-    if (inet_pton(AF_INET, h, &a4.sin_addr) == 1) {
-        a4.sin_family = AF_INET;
-        a4.sin_port = htons((uint16_t)port);
-        sa = (const struct sockaddr *)&a4;
-    } else if (inet_pton(AF_INET6, h, &a6.sin6_addr) == 1) {
-        a6.sin6_family = AF_INET6;
-        a6.sin6_port = htons((uint16_t)port);
-        sa = (const struct sockaddr *)&a6;
-        flags |= MHD_USE_IPv6;
-    } else {
-        rc = esb_err_set(err, ESB_EINVAL, "http-in '%s': listen host '%s' is not an IP address",
-                         ep->id, host);
-        goto out;
-    }
+    if (la.ipv6) flags |= MHD_USE_IPv6;
 
     if (ep->state) { /* started before and stopped: start afresh */
         if (((struct http_in_state *)ep->state)->ndaemons) {
@@ -847,8 +824,7 @@ static int http_in_start(struct esb_endpoint *ep, struct esb_runtime *rt, struct
     if (timeout_s == 0) timeout_s = 1;
     unsigned n = (unsigned)conf->threads;
     if (n > 1 && port != 0) {
-        socklen_t salen = sa == (const struct sockaddr *)&a4 ? sizeof(a4) : sizeof(a6);
-        int prc = probe_listen(sa, salen);
+        int prc = probe_listen(&la.u.sa, la.len);
         if (prc < 0) {
             rc = esb_err_set(err, ESB_EFAILED, "http-in '%s': cannot listen on %s: %s", ep->id,
                              conf->listen, esb_strerror(prc));
@@ -862,14 +838,14 @@ static int http_in_start(struct esb_endpoint *ep, struct esb_runtime *rt, struct
             const union MHD_DaemonInfo *info =
                 MHD_get_daemon_info(st->daemons[0], MHD_DAEMON_INFO_BIND_PORT);
             port = info ? info->port : 0;
-            if (sa == (const struct sockaddr *)&a4)
-                a4.sin_port = htons((uint16_t)port);
+            if (la.ipv6)
+                la.u.v6.sin6_port = htons((uint16_t)port);
             else
-                a6.sin6_port = htons((uint16_t)port);
+                la.u.v4.sin_port = htons((uint16_t)port);
         }
         st->daemons[i] = MHD_start_daemon(
             flags, (uint16_t)port, NULL, NULL, handle, ep, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, ep,
-            MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)(n > 1),
+            MHD_OPTION_SOCK_ADDR, &la.u.sa, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)(n > 1),
             MHD_OPTION_CONNECTION_LIMIT, conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
             (unsigned)conf->per_ip_connections, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_IN_CONN_MEMORY,
@@ -892,7 +868,6 @@ out:
         state_free(st);
         ep->state = NULL;
     }
-    free(host);
     return rc;
 }
 

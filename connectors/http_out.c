@@ -169,8 +169,7 @@ static char destroyed_marker;
  * err set if it cannot be made or the endpoint was destroyed. */
 static struct http_out_state *get_state(struct esb_endpoint *ep, struct esb_err *err)
 {
-    struct http_out_state *st =
-        __atomic_load_n((struct http_out_state **)&ep->state, __ATOMIC_ACQUIRE);
+    struct http_out_state *st = esb_endpoint_state(ep);
     if (st == DESTROYED) {
         esb_err_set(err, ESB_ECLOSED, "http-out '%s': shutting down", ep->id);
         return NULL;
@@ -196,13 +195,9 @@ static struct http_out_state *get_state(struct esb_endpoint *ep, struct esb_err 
     curl_multi_setopt(st->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)st->max);
     curl_multi_setopt(st->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)st->max);
     curl_multi_setopt(st->multi, CURLMOPT_MAXCONNECTS, (long)st->max);
-    void *expected = NULL;
-    if (!__atomic_compare_exchange_n(&ep->state, &expected, st, 0, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE)) {
-        state_free(st);
-        return expected;
-    }
-    return st;
+    struct http_out_state *won = esb_endpoint_state_install(ep, st);
+    if (won != st) state_free(st);
+    return won;
 }
 
 /* ---- building a request (delivery thread) ---- */

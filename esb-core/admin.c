@@ -35,7 +35,7 @@
 
 #include "admin_internal.h"
 #include "bus.h"
-#include "conf_attr.h"
+#include "listen_addr.h"
 #include "log.h"
 #include "runtime.h"
 
@@ -148,17 +148,23 @@ enum MHD_Result esb__admin_send_text(struct MHD_Connection *c, unsigned status, 
     return send_text_h(c, status, text, ctype, NULL, NULL);
 }
 
+/* Send json (a json_dumps result, taken) and a newline as application/json;
+ * NULL json sends nothing and returns MHD_NO. */
+static enum MHD_Result send_dumped_h(struct MHD_Connection *c, unsigned status, char *json,
+                                     const char *hname, const char *hvalue)
+{
+    if (!json) return MHD_NO;
+    size_t n = strlen(json);
+    char *t = esb_realloc(json, n + 2);
+    memcpy(t + n, "\n", 2);
+    return send_text_h(c, status, t, "application/json", hname, hvalue);
+}
+
 enum MHD_Result esb__admin_send_json(struct MHD_Connection *c, unsigned status, json_t *o)
 {
     char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
-    if (!s) return MHD_NO;
-    size_t n = strlen(s);
-    char *t = esb_malloc(n + 2);
-    memcpy(t, s, n);
-    memcpy(t + n, "\n", 2);
-    free(s);
-    return send_text_h(c, status, t, "application/json", NULL, NULL);
+    return send_dumped_h(c, status, s, NULL, NULL);
 }
 
 enum MHD_Result esb__admin_send_error_h(struct MHD_Connection *c, unsigned status,
@@ -174,12 +180,7 @@ enum MHD_Result esb__admin_send_error_h(struct MHD_Connection *c, unsigned statu
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (!s) s = esb_strdup("{\"error\":\"?\"}");
-    size_t n = strlen(s);
-    char *t = esb_malloc(n + 2);
-    memcpy(t, s, n);
-    memcpy(t + n, "\n", 2);
-    free(s);
-    return send_text_h(c, status, t, "application/json", hname, hvalue);
+    return send_dumped_h(c, status, s, hname, hvalue);
 }
 
 unsigned esb__admin_status_of(int rc)
@@ -524,14 +525,10 @@ static int token_load(const char *path, char **out, struct esb_err *err)
 
 /* ---- lifecycle ---- */
 
-static int is_loopback(const char *host)
+static int is_loopback(const struct esb_listen_addr *la)
 {
-    struct in_addr a4;
-    struct in6_addr a6;
-    if (strcmp(host, "localhost") == 0) return 1;
-    if (inet_pton(AF_INET, host, &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
-    if (inet_pton(AF_INET6, host, &a6) == 1) return IN6_IS_ADDR_LOOPBACK(&a6);
-    return 0;
+    if (la->ipv6) return IN6_IS_ADDR_LOOPBACK(&la->u.v6.sin6_addr);
+    return (ntohl(la->u.v4.sin_addr.s_addr) >> 24) == 127;
 }
 
 int esb_admin_start(const struct esb_config *cfg, struct esb_runtime *rt,
@@ -539,36 +536,16 @@ int esb_admin_start(const struct esb_config *cfg, struct esb_runtime *rt,
                     struct esb_err *err)
 {
     struct esb_admin *a = NULL;
-    char *host = NULL;
-    unsigned port = 0;
     int rc = 0;
     *out = NULL;
     if (!cfg->admin.enabled) return 0;
     const char *listen = cfg->admin.listen;
-    if (esb_parse_listen(listen, &host, &port) != 0)
+    struct esb_listen_addr la;
+    if (esb_listen_addr_parse(listen, &la) != 0)
         return esb_err_set(err, ESB_EINVAL, "admin: invalid listen address '%s'", listen);
-
-    struct sockaddr_in a4;
-    struct sockaddr_in6 a6;
-    const struct sockaddr *sa;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
-    memset(&a4, 0, sizeof(a4));
-    memset(&a6, 0, sizeof(a6));
-    const char *h = strcmp(host, "localhost") == 0 ? "127.0.0.1" : host;
-    if (inet_pton(AF_INET, h, &a4.sin_addr) == 1) {
-        a4.sin_family = AF_INET;
-        a4.sin_port = htons((uint16_t)port);
-        sa = (const struct sockaddr *)&a4;
-    } else if (inet_pton(AF_INET6, h, &a6.sin6_addr) == 1) {
-        a6.sin6_family = AF_INET6;
-        a6.sin6_port = htons((uint16_t)port);
-        sa = (const struct sockaddr *)&a6;
-        flags |= MHD_USE_IPv6;
-    } else {
-        rc = esb_err_set(err, ESB_EINVAL, "admin: listen host '%s' is not an IP address", host);
-        goto out;
-    }
-    if (!is_loopback(host))
+    if (la.ipv6) flags |= MHD_USE_IPv6;
+    if (!is_loopback(&la))
         esb_warn("admin listen=%s is not a loopback address: whoever reaches it with the token "
                  "can replay, purge and reload, and the token travels in clear text",
                  listen);
@@ -583,8 +560,8 @@ int esb_admin_start(const struct esb_config *cfg, struct esb_runtime *rt,
     a->token_len = strlen(a->token);
 
     a->daemon = MHD_start_daemon(
-        flags, (uint16_t)port, NULL, NULL, handle, a, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, a,
-        MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_CONNECTION_LIMIT, (unsigned)ADMIN_MAX_CONNS,
+        flags, (uint16_t)la.port, NULL, NULL, handle, a, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, a,
+        MHD_OPTION_SOCK_ADDR, &la.u.sa, MHD_OPTION_CONNECTION_LIMIT, (unsigned)ADMIN_MAX_CONNS,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)ADMIN_TIMEOUT_S,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_CONN_MEMORY, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)ADMIN_THREADS, MHD_OPTION_NOTIFY_COMPLETED, request_done, NULL,
@@ -599,7 +576,6 @@ int esb_admin_start(const struct esb_config *cfg, struct esb_runtime *rt,
     a = NULL;
 out:
     esb_admin_stop(a);
-    free(host);
     return rc;
 }
 

@@ -66,15 +66,6 @@ void esb__abstime_after_ms(struct timespec *ts, uint64_t ms)
     }
 }
 
-static void cond_init_mono(pthread_cond_t *c)
-{
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(c, &a);
-    pthread_condattr_destroy(&a);
-}
-
 int esb_fsync_parse(const char *s, enum esb_fsync_policy *policy, unsigned *interval_ms)
 {
     if (strcmp(s, "always") == 0) {
@@ -659,9 +650,9 @@ int esb_bus_open(const struct esb_bus_opts *opts, struct esb_bus **out, struct e
     bus->next_batch = 1;
     atomic_store(&bus->done_batch, 0);
     pthread_mutex_init(&bus->lock, NULL);
-    cond_init_mono(&bus->writer_cv);
-    cond_init_mono(&bus->commit_cv);
-    cond_init_mono(&bus->ready_cv);
+    esb_cond_init_mono(&bus->writer_cv);
+    esb_cond_init_mono(&bus->commit_cv);
+    esb_cond_init_mono(&bus->ready_cv);
     pthread_mutex_init(&bus->done_lock, NULL);
     pthread_cond_init(&bus->done_cv, NULL);
 

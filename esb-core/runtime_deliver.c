@@ -296,11 +296,7 @@ struct esb__dispatcher *esb__dispatcher_new(struct esb_runtime *rt, struct gener
     if (d->bconf.cooldown_ms == 0) d->bconf.cooldown_ms = 1;
     atomic_store(&d->refs, 2);
     pthread_mutex_init(&d->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&d->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    esb_cond_init_mono(&d->cv);
     pthread_mutex_lock(&rt->disp_lock);
     rt->ndisp_running++;
     pthread_mutex_unlock(&rt->disp_lock);

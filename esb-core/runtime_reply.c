@@ -129,11 +129,7 @@ struct esb__replies *esb__replies_new(void)
 {
     struct esb__replies *w = esb_calloc(1, sizeof(*w));
     pthread_mutex_init(&w->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* esb_mono_ns's clock */
-    pthread_cond_init(&w->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    esb_cond_init_mono(&w->cv);
     return w;
 }
 

@@ -1,10 +1,12 @@
 /* util.h - small shared helpers: the error out-parameter, aborting allocators,
- * monotonic/wall clocks, civil-calendar day numbers, and little-endian
- * packing used by the log format.
+ * monotonic/wall clocks, condition variables that wait on the monotonic one,
+ * civil-calendar day numbers, and little-endian packing used by the log
+ * format.
  * Thread-safe; no global state. */
 #ifndef ESB_UTIL_H
 #define ESB_UTIL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -46,7 +48,7 @@ char *esb_strdup(const char *s);
 char *esb_strndup(const char *s, size_t n);
 
 /* Clocks in milliseconds / nanoseconds. */
-uint64_t esb_now_ms(void);  /* CLOCK_REALTIME, ms since the epoch */
+uint64_t esb_now_ms(void); /* CLOCK_REALTIME, ms since the epoch */
 /* Name the calling thread for ps/top/perf (at most 15 characters are
  * kept). */
 void esb_thread_name(const char *fmt, ...) ESB_PRINTF(1, 2);
@@ -54,6 +56,10 @@ uint64_t esb_mono_ns(void); /* CLOCK_MONOTONIC */
 /* Wall ms as UTC ISO 8601 with milliseconds: "2026-11-23T16:49:39.123Z". */
 #define ESB_TIME_ISO_SIZE 32
 void esb_time_iso(uint64_t ms, char out[ESB_TIME_ISO_SIZE]);
+/* Initialise c as a condition variable whose timed waits take
+ * CLOCK_MONOTONIC (esb_mono_ns's clock) deadlines, so a change of the wall
+ * clock does not move them. Destroy it with pthread_cond_destroy. */
+void esb_cond_init_mono(pthread_cond_t *c);
 
 /* The proleptic Gregorian calendar (H. Hinnant's algorithms): the days
  * since 1970-01-01 of y-m-d (m 1..12, d 1..31, not checked against the

@@ -21,7 +21,6 @@
 #include <strings.h>
 
 static const struct esb__step_ops *find_step(const char *element);
-static const char *step_names(void);
 
 static const struct esb_attr_spec no_attrs[] = {ESB_ATTR_END};
 
@@ -346,9 +345,17 @@ static const struct esb__step_ops *find_step(const char *element)
     return NULL;
 }
 
-static const char *step_names(void)
+/* Writes "choice, filter, ..., to" (every element of step_table, in order)
+ * into buf, for the unknown-step diagnostic; cut short if size is too small. */
+static void step_names(char *buf, size_t size)
 {
-    return "choice, filter, set-header, log, multicast, transform, to";
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < ESB_ARRAY_LEN(step_table); i++) {
+        int n = snprintf(buf + used, size - used, "%s%s", i ? ", " : "", step_table[i].element);
+        if (n < 0 || (size_t)n >= size - used) break;
+        used += (size_t)n;
+    }
 }
 
 void esb__route_free_steps(struct esb__steps *s)
@@ -388,7 +395,9 @@ int esb__route_compile_steps(struct esb__cctx *c, xmlNode *parent, const char *p
         }
         const struct esb__step_ops *ops = find_step(name);
         if (!ops) {
-            rc = esb__route_diag(c, k, "unknown step (expected one of %s)", step_names());
+            char names[256];
+            step_names(names, sizeof(names));
+            rc = esb__route_diag(c, k, "unknown step (expected one of %s)", names);
             continue;
         }
         out->v = esb_realloc(out->v, (out->n + 1) * sizeof(*out->v));

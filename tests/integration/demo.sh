@@ -9,7 +9,8 @@ abs_esbd=$(cd "$(dirname "$ESBD")" && pwd)/$(basename "$ESBD")
 abs_esbctl=$(cd "$(dirname "$ESBCTL")" && pwd)/$(basename "$ESBCTL")
 cd "$T" || bail "cd"
 export ESB_DEMO_LISTEN="127.0.0.1:$PORT"
-export ESB_DEMO_ADMIN="127.0.0.1:$((PORT + 1))"
+APORT=$(pick_free_port)
+export ESB_DEMO_ADMIN="127.0.0.1:$APORT"
 ESBD=$abs_esbd
 esbd_start
 

@@ -93,8 +93,9 @@ write_config() {
 # Start esbd on $T/esb.xml; wait until it logs "esbd ready" (10 s max).
 # A port already in use makes it exit: pick another port and retry.
 esbd_start() {
-    local tries
+    local tries from
     for tries in 1 2 3 4 5; do
+        from=$(($(stat -c %s "$T/esbd.log" 2>/dev/null || echo 0) + 1)) # this start's lines
         "$ESBD" "$@" "$T/esb.xml" >>"$T/esbd.log" 2>&1 &
         ESBD_PID=$!
         local i
@@ -109,16 +110,24 @@ esbd_start() {
         done
         wait "$ESBD_PID" 2>/dev/null
         ESBD_PID=
-        if grep -q "Address already in use\|EADDRINUSE\|address in use" "$T/esbd.log"; then
+        if tail -c "+$from" "$T/esbd.log" | grep -q "Address already in use\|EADDRINUSE\|address in use"; then
             # Another process took the port meanwhile: move whichever port
-            # the error names (http-in's $PORT, an admin port $APORT, ...).
+            # the error names, in $T/esb.xml, in the test's port variables
+            # ($PORT, $APORT, $P2, ...: any name ending in PORT or P<digits>)
+            # and in exported ESB_* variables the config reads it from
+            # (listen="${ESB_DEMO_LISTEN}": demo.sh, transforms.sh).
             local old new v
-            old=$(grep -o "cannot listen on [^ ]*:[0-9]*" "$T/esbd.log" | tail -1 | sed 's/.*://')
+            old=$(tail -c "+$from" "$T/esbd.log" | grep -o "cannot listen on [^ ]*:[0-9][0-9]*" |
+                tail -1 | sed 's/.*://')
             [ -n "$old" ] || old=$PORT
             new=$(pick_free_port)
             sed -i "s|:$old\"|:$new\"|g" "$T/esb.xml"
-            for v in PORT APORT; do
-                [ "${!v:-}" = "$old" ] && printf -v "$v" '%s' "$new"
+            for v in $(compgen -v); do
+                [[ $v =~ ^([A-Z_]*PORT|P[0-9]+)$ && ${!v:-} == "$old" ]] &&
+                    printf -v "$v" '%s' "$new"
+            done
+            for v in $(compgen -e ESB_); do
+                [[ ${!v} == *":$old" ]] && export "$v=${!v%:"$old"}:$new"
             done
             continue
         fi

@@ -152,8 +152,8 @@ static void test_compile_errors(void)
                   "  <enrich with='x'/>\n"
                   "</route>",
                   "t.xml:3: element <enrich>: unknown step (expected one of choice, filter, "
-                  "set-header, log, multicast, transform, to)",
-                  "unknown step, line 3");
+                  "set-header, log, dedupe, multicast, transform, to)",
+                  "unknown step, line 3, the message names every step (dedupe too)");
     compile_fails("<route id='r' from='queue:in'>\n<choice>\n"
                   "<when xpath='/a' json='$.a' equals='x'><to uri='queue:a'/></when>\n"
                   "</choice></route>",
