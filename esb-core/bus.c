@@ -186,6 +186,8 @@ void esb__pending_push(struct esb_bus *bus, struct esb_txn *t, int at_head)
 {
     t->next = NULL;
     t->batch = bus->next_batch;
+    if (!bus->pending_n++) bus->pending_first_ns = esb_mono_ns();
+    if (!t->lazy) bus->pending_eager++;
     if (at_head) {
         t->next = bus->pending_head;
         bus->pending_head = t;
@@ -198,7 +200,11 @@ void esb__pending_push(struct esb_bus *bus, struct esb_txn *t, int at_head)
         bus->pending_tail = t;
     }
     bus->pending_bytes += t->buf.len;
-    pthread_cond_signal(&bus->writer_cv);
+    /* A lazy txn wakes the writer only when the writer has nothing yet
+     * (to start its wait) or the batch is full; it wakes up by itself at
+     * the deadline. */
+    if (!t->lazy || bus->pending_n == 1 || bus->pending_n >= ESB_BUS_LAZY_TXNS)
+        pthread_cond_signal(&bus->writer_cv);
 }
 
 /* Admit t and queue it for the writer (lock taken and released here). */
@@ -538,8 +544,20 @@ static void *writer_main(void *arg)
             pthread_cond_timedwait(&bus->writer_cv, &bus->lock, &ts);
             continue;
         }
+        if (bus->opts.fsync == ESB_FSYNC_ALWAYS && !bus->pending_eager && !bus->closing &&
+            !bus->failed && bus->pending_n < ESB_BUS_LAZY_TXNS) {
+            /* only lazy commits: let more join this batch's fdatasync */
+            uint64_t due = bus->pending_first_ns + ESB_BUS_LAZY_US * 1000u;
+            if (now < due) {
+                struct timespec ts = {.tv_sec = (time_t)(due / 1000000000u),
+                                      .tv_nsec = (long)(due % 1000000000u)};
+                pthread_cond_timedwait(&bus->writer_cv, &bus->lock, &ts);
+                continue;
+            }
+        }
         struct esb_txn *list = bus->pending_head;
         bus->pending_head = bus->pending_tail = NULL;
+        bus->pending_n = bus->pending_eager = 0;
         bus->next_batch++;
         if (bus->failed) {
             complete(bus, finish_list(bus, list, ESB_EFAILED));
@@ -566,6 +584,7 @@ static void *writer_main(void *arg)
             w = finish_list(bus, list, ESB_EFAILED);
             struct esb_txn *w2 = finish_list(bus, bus->pending_head, ESB_EFAILED);
             bus->pending_head = bus->pending_tail = NULL;
+            bus->pending_n = bus->pending_eager = 0;
             bus->next_batch++;
             pthread_cond_broadcast(&bus->ready_cv);
             complete(bus, w);

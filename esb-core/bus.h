@@ -175,13 +175,23 @@ int esb_bus_commit(struct esb_bus *bus, struct esb_txn *t, struct esb_err *err) 
 /* The same without blocking: admission errors (ESB_EFULL, ESB_EINVAL,
  * ESB_EFAILED, ESB_ECLOSED) are returned at once and done is never called;
  * otherwise it returns 0 and done(ctx, rc) is called exactly once, from the
- * bus writer thread with no bus lock held, when t is durable (rc 0) or
- * failed. t must stay alive until then; done may free it. done must be
+ * bus's completion thread with no bus lock held, when t is durable (rc 0)
+ * or failed. t must stay alive until then; done may free it. done must be
  * quick and must not call esb_bus_commit (it would wait for the thread it
  * runs on); esb_bus_commit_async is fine. Resolving held entries this way
  * is allowed; their esb_entry is marked resolved before done runs. */
 int esb_bus_commit_async(struct esb_bus *bus, struct esb_txn *t, void (*done)(void *ctx, int rc),
                          void *ctx, struct esb_err *err) ESB_WUR;
+
+/* Mark t "lazy": nobody waits for it to become durable (a worker's hand-off
+ * with no request-reply client behind it), so with fsync=always the writer
+ * may hold a batch of only lazy transactions up to ESB_BUS_LAZY_US (or
+ * until ESB_BUS_LAZY_TXNS of them, or an eager one, arrive) to share one
+ * fdatasync among more of them. Fewer, larger batches cost the writer less
+ * CPU when the workers are busy; an eager commit is never delayed. */
+#define ESB_BUS_LAZY_US   1000
+#define ESB_BUS_LAZY_TXNS 256
+void esb_txn_set_lazy(struct esb_txn *t);
 
 /* Convenience: one-operation transactions. */
 int esb_bus_append(struct esb_bus *bus, const char *queue, const struct esb_msg *m,

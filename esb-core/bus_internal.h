@@ -129,6 +129,7 @@ struct esb_txn {
     /* commit state, under bus->lock */
     struct esb_txn *next;
     uint32_t batch;                /* the writer batch it goes out in (esb_bus_commit waits) */
+    int lazy;                      /* esb_txn_set_lazy */
     void (*cb)(void *ctx, int rc); /* or called (esb_bus_commit_async) */
     void *cb_ctx;
     int rc;
@@ -170,6 +171,8 @@ struct esb_bus {
     _Atomic uint64_t next_seq;
 
     struct esb_txn *pending_head, *pending_tail;
+    unsigned pending_n, pending_eager; /* txns pending, and how many are not lazy */
+    uint64_t pending_first_ns;         /* when the first of them was queued */
     uint64_t pending_bytes;
     /* Messages of entries not yet consumed, kept in memory so that the
      * first consumer does not read and decode what was just written; at

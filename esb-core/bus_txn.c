@@ -18,6 +18,11 @@ struct esb_txn *esb_txn_new(void)
     return t;
 }
 
+void esb_txn_set_lazy(struct esb_txn *t)
+{
+    t->lazy = 1;
+}
+
 void esb_txn_free(struct esb_txn *t)
 {
     if (!t) return;

@@ -403,6 +403,9 @@ static int run_route(struct worker *w, struct generation *g, const struct handle
             esb_debug("[route:%s] filtered id=%s", esb_route_id(h->route), e->msg->id_text);
         esb_txn_ack(t, e);
     }
+    /* Nobody waits for this hand-off unless a request-reply client does:
+     * it may share a later fdatasync (bus.h, esb_txn_set_lazy). */
+    if (!esb__rt_reply_waiting(rt)) esb_txn_set_lazy(t);
     struct pending_commit *pc = esb_calloc(1, sizeof(*pc));
     pc->w = w;
     pc->g = g;

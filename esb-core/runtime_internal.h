@@ -119,6 +119,8 @@ void esb__replies_free(struct esb__replies *w);
  * res (error: 502, no final: 204, else the final message; duplicate: a
  * <dedupe> found it was seen before, answered with the final message and
  * the response header esb-duplicate: true). */
+/* True while some request-reply client waits for a route's result. */
+int esb__rt_reply_waiting(struct esb_runtime *rt);
 void esb__rt_reply_route(struct esb_runtime *rt, const struct esb_route *r,
                          const struct esb_entry *e, const struct esb_route_result *res,
                          int duplicate);

@@ -253,6 +253,11 @@ static int reply_status(const struct esb_msg *m, const char *route)
     return 200;
 }
 
+int esb__rt_reply_waiting(struct esb_runtime *rt)
+{
+    return atomic_load(&rt->replies->count) != 0;
+}
+
 void esb__rt_reply_route(struct esb_runtime *rt, const struct esb_route *r,
                          const struct esb_entry *e, const struct esb_route_result *res,
                          int duplicate)

@@ -428,6 +428,68 @@ static void test_commit_async(void)
     esb_bus_close(bus);
 }
 
+static uint64_t batches(struct esb_bus *bus)
+{
+    struct esb_bus_stats st;
+    esb_bus_get_stats(bus, &st);
+    return st.batches;
+}
+
+/* Lazy commits (esb_txn_set_lazy): they complete, alone too; a burst of
+ * them shares few fdatasyncs; an eager commit is not held back by them. */
+static void test_lazy(void)
+{
+    struct esb_bus *bus = open_bus(NULL);
+    struct esb_err err;
+    struct async_count c = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
+    const char *q = "lazy";
+    enum { N = 300 };
+    struct esb_txn *ts[N + 1];
+    uint64_t b0 = batches(bus);
+    int started = 0;
+    for (int i = 0; i < N; i++) {
+        char body[32];
+        snprintf(body, sizeof(body), "lazy-%d", i);
+        struct esb_msg *m = mk(body);
+        ts[i] = esb_txn_new();
+        esb_txn_append(ts[i], &q, 1, m);
+        esb_txn_set_lazy(ts[i]);
+        esb_msg_unref(m);
+        started += esb_bus_commit_async(bus, ts[i], async_done, &c, &err) == 0;
+    }
+    for (int i = 0; i < 500; i++) {
+        pthread_mutex_lock(&c.lock);
+        int n = c.done + c.failed;
+        pthread_mutex_unlock(&c.lock);
+        if (n == started) break;
+        usleep(10000);
+    }
+    uint64_t used = batches(bus) - b0;
+    ok(started == N && c.done == N && c.failed == 0, "lazy: %d commits, each done once with 0",
+       c.done);
+    ok(used <= N / 20, "lazy: they shared fdatasyncs (%llu batches for %d commits)",
+       (unsigned long long)used, N);
+
+    /* one lazy commit alone completes (at its deadline), and an eager
+     * append right behind it takes it along */
+    c.done = 0;
+    struct esb_msg *m = mk("alone");
+    ts[N] = esb_txn_new();
+    esb_txn_append(ts[N], &q, 1, m);
+    esb_txn_set_lazy(ts[N]);
+    int rc = esb_bus_commit_async(bus, ts[N], async_done, &c, &err);
+    uint64_t t0 = esb_mono_ns();
+    int arc = esb_bus_append(bus, q, m, &err);
+    double ms = (double)(esb_mono_ns() - t0) / 1e6;
+    ok(rc == 0 && arc == 0, "lazy: an eager append behind a waiting lazy commit returns (%.2f ms)",
+       ms);
+    for (int i = 0; i < 100 && !c.done; i++) usleep(10000);
+    ok(c.done == 1, "lazy: the lone lazy commit completed");
+    esb_msg_unref(m);
+    for (int i = 0; i <= N; i++) esb_txn_free(ts[i]);
+    esb_bus_close(bus);
+}
+
 static uint64_t cache_hits(struct esb_bus *bus)
 {
     struct esb_bus_stats st;
@@ -514,6 +576,8 @@ int main(void)
     test_commit_async();
     if (system(cmd) != 0) bail("rm");
     test_msg_cache();
+    if (system(cmd) != 0) bail("rm");
+    test_lazy();
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     if (system(cmd) != 0) bail("rm");
     return tap_done();
