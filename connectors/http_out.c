@@ -535,7 +535,7 @@ static int http_out_deliver_async(struct esb_endpoint *ep, struct esb_msg *m,
 {
     struct http_out_state *st = get_state(ep, err);
     if (!st) return err && err->code ? err->code : ESB_EFAILED;
-    int rc = 0;
+    int rc = 0, wake = 0;
     pthread_mutex_lock(&st->lock);
     if (st->stopping) {
         rc = esb_err_set(err, ESB_ECLOSED, "http-out '%s': shutting down", ep->id);
@@ -561,6 +561,11 @@ static int http_out_deliver_async(struct esb_endpoint *ep, struct esb_msg *m,
     r->m = m; /* the caller's reference, ours from here on */
     r->done = done;
     r->ctx = ctx;
+    /* The thread takes every queued request it has room for each time it
+     * wakes, and a queue left behind for lack of room is taken when a
+     * request finishes: only the first request of an empty queue needs to
+     * wake it (one write to libcurl's wake-up socket, not one per request). */
+    wake = !st->qhead;
     if (st->qtail)
         st->qtail->next = r;
     else
@@ -569,7 +574,7 @@ static int http_out_deliver_async(struct esb_endpoint *ep, struct esb_msg *m,
     st->nqueued++;
 out:
     pthread_mutex_unlock(&st->lock);
-    if (rc == 0) curl_multi_wakeup(st->multi);
+    if (rc == 0 && wake) curl_multi_wakeup(st->multi);
     return rc;
 }
 
