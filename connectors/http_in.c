@@ -44,7 +44,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "listen_addr.h"
@@ -91,6 +93,11 @@ static const struct esb_attr_spec http_in_attrs[] = {
      "Server threads. Each runs its own event loop on its own listening socket of the same "
      "address (SO_REUSEPORT); the kernel spreads new connections over them. A request does not "
      "hold its thread while the bus makes it durable."},
+    {"nice", ESB_ATTR_UINT, "5", offsetof(struct esb_http_in_conf, nice), 0, 0, 19, NULL,
+     "Niceness of the server threads above the rest of esbd (0..19, as nice(1)). When the CPU "
+     "is short, the routes and deliveries of what was accepted get it before new requests, so "
+     "accepting slows down to what the routes can process instead of piling up a backlog "
+     "(whose wait becomes every message's latency). 0: no preference."},
     {"mode", ESB_ATTR_ENUM, "one-way", offsetof(struct esb_http_in_conf, mode), 0, 0, 0,
      http_in_modes,
      "one-way: answer 202 once the message is durable; request-reply: hold the request until "
@@ -689,6 +696,16 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     struct esb_endpoint *ep = cls;
     struct http_in_state *st = ep->state;
     struct http_req *req = *con_cls;
+    static _Thread_local int niced;
+    if (!niced) { /* libmicrohttpd made this thread: set its niceness once */
+        niced = 1;
+        if (CONF(ep)->nice) {
+            errno = 0;
+            int base = getpriority(PRIO_PROCESS, 0); /* -1 is a valid answer */
+            int want = (errno ? 0 : base) + (int)CONF(ep)->nice;
+            (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), want > 19 ? 19 : want);
+        }
+    }
 
     if (!req) {
         enum MHD_Result ret = MHD_NO;
@@ -887,7 +904,8 @@ static int http_in_same(const struct esb_endpoint *a, const struct esb_endpoint 
     return strcmp(a->id, b->id) == 0 && strcmp(x->listen, y->listen) == 0 &&
            x->max_body == y->max_body && x->max_connections == y->max_connections &&
            x->per_ip_connections == y->per_ip_connections && x->timeout == y->timeout &&
-           x->threads == y->threads && x->mode == y->mode && x->reply_timeout == y->reply_timeout;
+           x->threads == y->threads && x->nice == y->nice && x->mode == y->mode &&
+           x->reply_timeout == y->reply_timeout;
 }
 
 static void http_in_destroy(struct esb_endpoint *ep)

@@ -19,7 +19,8 @@ struct esb_http_in_conf {
     uint64_t max_connections;    /* whole server */
     uint64_t per_ip_connections; /* per client address */
     uint64_t timeout;            /* ms of inactivity before a connection is closed */
-    uint64_t threads;            /* libmicrohttpd thread pool size */
+    uint64_t threads;            /* event loops (one libmicrohttpd daemon each) */
+    uint64_t nice;               /* niceness of those threads, 0..19 */
     int mode;                    /* ESB_HTTP_IN_ONE_WAY or ESB_HTTP_IN_REQUEST_REPLY */
     uint64_t reply_timeout;      /* request-reply: ms to wait for the route */
 };

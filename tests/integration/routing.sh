@@ -76,6 +76,19 @@ big=$(head -c 5000 /dev/zero | tr '\0' 'x')
 ok "body over max-body answers 413" [ "$(post /text "$big")" = 413 ]
 ok "esbd still alive" esbd_alive
 
+# http-in's threads run at esbd's niceness + 5 (attribute nice, default 5),
+# so that routing what was accepted gets the CPU before new requests.
+thread_nice() { # thread_nice COMM: the niceness of esbd's threads named COMM
+    local t
+    for t in /proc/"$ESBD_PID"/task/*; do
+        [ "$(cat "$t/comm")" = "$1" ] && awk '{ print $19 }' "$t/stat"
+    done | sort -u
+}
+base=$(thread_nice esbd)
+want=$((base + 5 > 19 ? 19 : base + 5))
+ok "http-in threads run at niceness $want (esbd's $base + 5)" [ "$(thread_nice MHD-single)" = "$want" ]
+ok "the workers keep esbd's niceness" [ "$(thread_nice esb-worker-0)" = "$base" ]
+
 # http-in threads share the address through SO_REUSEPORT; a second esbd on
 # the same address must still be refused, not silently take a share of the
 # connections.
