@@ -53,6 +53,7 @@
 #include "log.h"
 #include "msg.h"
 #include "runtime.h"
+#include "http_in_internal.h"
 
 /* Memory per connection for the request line, headers and I/O buffers
  * (libmicrohttpd zeroes all of it after every request: 32 KiB cost 7 % of
@@ -65,11 +66,6 @@
  * (nothing kept) for up to this many more bytes so that the client gets its
  * 413; a body that goes on longer is cut by closing the connection. */
 #define HTTP_IN_DISCARD_MAX (1024 * 1024)
-
-/* request-reply: how long stop() lets answers to waiting requests go out. */
-#define HTTP_IN_STOP_DRAIN_MS 1000
-
-#define CONF(ep) ((const struct esb_http_in_conf *)(ep)->conf)
 
 static const char *const http_in_modes[] = {"one-way", "request-reply", NULL};
 
@@ -109,55 +105,10 @@ static const struct esb_attr_spec http_in_attrs[] = {
     ESB_ATTR_END,
 };
 
-struct reply_wait;
-
-struct http_in_state {
-    /* One single-threaded libmicrohttpd daemon per server thread, each on
-     * its own SO_REUSEPORT socket of the same address: the kernel spreads
-     * new connections over them (MHD's own thread pool lets whichever
-     * thread wakes first accept them all, so under a burst of connects one
-     * thread served everything). */
-    struct MHD_Daemon **daemons;
-    unsigned ndaemons;
-    _Atomic int stopping; /* stop() began: answer 503 without calling the runtime */
-    struct esb_runtime *rt;
-    unsigned port; /* the bound port (useful with port 0) */
-    /* request-reply: the waits of live connections (stop resumes the
-     * suspended ones). Lock order: waits_lock, then a wait's lock. */
-    pthread_mutex_t waits_lock;
-    struct reply_wait *waits;
-};
-
-/* Per-request state, kept in MHD's con_cls. */
-struct http_req {
-    int too_large;    /* the body passed max-body: discard the rest, then 413 */
-    size_t discarded; /* bytes thrown away since */
-    struct esb_buf body;
-    struct reply_wait *rw; /* request-reply: set once the request is registered */
-};
-
-/* A request waiting for its route's result. Two references: the
- * connection's (dropped in request_done) and the runtime's (dropped by
- * the reply callback, which is called exactly once). */
-struct reply_wait {
-    pthread_mutex_t lock;
-    _Atomic int refs;
-    struct MHD_Connection *conn; /* valid while suspended */
-    int suspended;               /* MHD_suspend_connection was called, not yet resumed */
-    int answered;                /* status (and final/error) are set */
-    int oneway;                  /* a one-way accept: 202 {"id"} once durable */
-    int gone;                    /* the connection ended: a reply is only dropped */
-    int status;
-    struct esb_msg *final; /* a reference, or NULL */
-    char *error;           /* owned, or NULL */
-    char id[ESB_UUID_STRLEN + 1];
-    struct reply_wait *prev, *next; /* in http_in_state.waits */
-};
-
 /* ---- responses ---- */
 
 /* Append s to out as JSON string content (without quotes). */
-static void json_escape(char *out, size_t outsize, const char *s)
+void esb__hin_json_escape(char *out, size_t outsize, const char *s)
 {
     size_t o = 0;
     for (; *s && o + 7 < outsize; s++) {
@@ -175,8 +126,8 @@ static void json_escape(char *out, size_t outsize, const char *s)
 }
 
 /* Queue a response with body text (copied) and optional extra header. */
-static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *body,
-                               const char *hname, const char *hvalue)
+enum MHD_Result esb__hin_respond(struct MHD_Connection *c, unsigned status, const char *body,
+                                 const char *hname, const char *hvalue)
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
@@ -189,13 +140,13 @@ static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const 
 }
 
 /* Queue {"error":"<text>"} with status. */
-static enum MHD_Result respond_error(struct MHD_Connection *c, unsigned status, const char *text,
-                                     const char *hname, const char *hvalue)
+enum MHD_Result esb__hin_respond_error(struct MHD_Connection *c, unsigned status, const char *text,
+                                       const char *hname, const char *hvalue)
 {
     char esc[600], body[640];
-    json_escape(esc, sizeof(esc), text);
+    esb__hin_json_escape(esc, sizeof(esc), text);
     snprintf(body, sizeof(body), "{\"error\":\"%s\"}", esc);
-    return respond(c, status, body, hname, hvalue);
+    return esb__hin_respond(c, status, body, hname, hvalue);
 }
 
 /* ---- request checks ---- */
@@ -342,317 +293,65 @@ static unsigned check_request(struct esb_endpoint *ep, struct http_in_state *st,
 {
     const struct esb_http_in_conf *conf = CONF(ep);
     if (!esb_runtime_has_route(st->rt, ep, url)) {
-        *ret = respond_error(c, MHD_HTTP_NOT_FOUND, "no route for this path", NULL, NULL);
+        *ret = esb__hin_respond_error(c, MHD_HTTP_NOT_FOUND, "no route for this path", NULL, NULL);
         return MHD_HTTP_NOT_FOUND;
     }
     if (strcmp(method, MHD_HTTP_METHOD_POST) != 0) {
-        *ret = respond_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "only POST is allowed",
-                             MHD_HTTP_HEADER_ALLOW, "POST");
+        *ret = esb__hin_respond_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "only POST is allowed",
+                                      MHD_HTTP_HEADER_ALLOW, "POST");
         return MHD_HTTP_METHOD_NOT_ALLOWED;
     }
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
     const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding");
     if (cl && te) {
-        *ret = respond_error(c, MHD_HTTP_BAD_REQUEST,
-                             "both Content-Length and Transfer-Encoding given", NULL, NULL);
+        *ret = esb__hin_respond_error(
+            c, MHD_HTTP_BAD_REQUEST, "both Content-Length and Transfer-Encoding given", NULL, NULL);
         return MHD_HTTP_BAD_REQUEST;
     }
     uint64_t len = 0;
     if (cl && parse_length(cl, &len) != 0) {
-        *ret = respond_error(c, MHD_HTTP_BAD_REQUEST, "invalid Content-Length", NULL, NULL);
+        *ret =
+            esb__hin_respond_error(c, MHD_HTTP_BAD_REQUEST, "invalid Content-Length", NULL, NULL);
         return MHD_HTTP_BAD_REQUEST;
     }
     if (cl && len > conf->max_body) {
         char text[128];
         snprintf(text, sizeof(text), "body larger than max-body (%" PRIu64 " bytes)",
                  conf->max_body);
-        *ret = respond_error(c, MHD_HTTP_CONTENT_TOO_LARGE, text, NULL, NULL);
+        *ret = esb__hin_respond_error(c, MHD_HTTP_CONTENT_TOO_LARGE, text, NULL, NULL);
         return MHD_HTTP_CONTENT_TOO_LARGE;
     }
     struct header_scan hs = {0, 0};
     MHD_get_connection_values(c, MHD_HEADER_KIND, scan_header, &hs);
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
     if (hs.too_big || (ct && strlen(ct) > ESB_MSG_MAX_NAME)) {
-        *ret = respond_error(c, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE,
-                             "too many or too large header fields", NULL, NULL);
+        *ret = esb__hin_respond_error(c, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE,
+                                      "too many or too large header fields", NULL, NULL);
         return MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE;
     }
     char why[160];
     if (ce_binary_check(c, why, sizeof(why)) < 0) {
-        *ret = respond_error(c, MHD_HTTP_BAD_REQUEST, why, NULL, NULL);
+        *ret = esb__hin_respond_error(c, MHD_HTTP_BAD_REQUEST, why, NULL, NULL);
         return MHD_HTTP_BAD_REQUEST;
     }
     return 0;
 }
 
 /* esb_runtime_accept/request failed with rc: nothing was stored. */
-static enum MHD_Result respond_not_accepted(struct esb_endpoint *ep, struct MHD_Connection *c,
-                                            const char *url, int rc, const struct esb_err *err)
+enum MHD_Result esb__hin_respond_not_accepted(struct esb_endpoint *ep, struct MHD_Connection *c,
+                                              const char *url, int rc, const struct esb_err *err)
 {
     if (rc == ESB_EFULL)
-        return respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
-                             err->msg[0] ? err->msg : "busy, retry later",
-                             MHD_HTTP_HEADER_RETRY_AFTER, "1");
+        return esb__hin_respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                                      err->msg[0] ? err->msg : "busy, retry later",
+                                      MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (rc == ESB_ENOTFOUND)
-        return respond_error(c, MHD_HTTP_NOT_FOUND, "no route for this path", NULL, NULL);
+        return esb__hin_respond_error(c, MHD_HTTP_NOT_FOUND, "no route for this path", NULL, NULL);
     /* Stopping, failed or unexpected: nothing was acknowledged. */
     esb_warn("http-in=%s path=%s accept failed: %s", ep->id, url,
              err->msg[0] ? err->msg : esb_strerror(rc));
-    return respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not accepted, retry later",
-                         MHD_HTTP_HEADER_RETRY_AFTER, "1");
-}
-
-/* ---- request-reply ---- */
-
-static void rw_unref(struct reply_wait *rw)
-{
-    if (atomic_fetch_sub(&rw->refs, 1) != 1) return;
-    esb_msg_unref(rw->final);
-    free(rw->error);
-    pthread_mutex_destroy(&rw->lock);
-    free(rw);
-}
-
-/* The runtime's answer (esb_reply_fn): store it and wake the connection.
- * Called exactly once, from a worker or the timeout thread. */
-static void on_reply(void *ctx, const struct esb_msg *final, int status, const char *error)
-{
-    struct reply_wait *rw = ctx;
-    pthread_mutex_lock(&rw->lock);
-    if (!rw->answered && !rw->gone) {
-        rw->answered = 1;
-        rw->status = status;
-        rw->final = final ? esb_msg_ref((struct esb_msg *) final) : NULL;
-        rw->error = error ? esb_strdup(error) : NULL;
-        if (rw->suspended) {
-            rw->suspended = 0;
-            MHD_resume_connection(rw->conn); /* handle() is called again and answers */
-        }
-    }
-    pthread_mutex_unlock(&rw->lock);
-    rw_unref(rw);
-}
-
-/* A one-way accept is durable (rc 0) or failed: store the answer and wake
- * the connection. Called exactly once, from the bus writer thread. */
-static void on_accepted(void *ctx, int rc)
-{
-    struct reply_wait *rw = ctx;
-    pthread_mutex_lock(&rw->lock);
-    if (!rw->answered && !rw->gone) {
-        rw->answered = 1;
-        rw->status = rc == 0 ? MHD_HTTP_ACCEPTED : MHD_HTTP_SERVICE_UNAVAILABLE;
-        if (rc < 0) esb_warn("http-in accept of id=%s failed: %s", rw->id, esb_strerror(rc));
-        if (rw->suspended) {
-            rw->suspended = 0;
-            MHD_resume_connection(rw->conn);
-        }
-    }
-    pthread_mutex_unlock(&rw->lock);
-    rw_unref(rw);
-}
-
-/* A header name a route may set on the response: a token, and not one
- * that frames the response or that we set ourselves. */
-static int reply_header_ok(const char *name, const char *value)
-{
-    static const char *const framing[] = {
-        "connection",     "keep-alive",   "transfer-encoding", "te", "trailer", "upgrade",
-        "content-length", "content-type", "esb-message-id",    NULL,
-    };
-    if (!*name || strncasecmp(name, "proxy-", 6) == 0) return 0;
-    for (const char *p = name; *p; p++)
-        if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p)) return 0;
-    for (size_t i = 0; framing[i]; i++)
-        if (strcasecmp(name, framing[i]) == 0) return 0;
-    for (const unsigned char *p = (const unsigned char *)value; *p; p++)
-        if ((*p < 0x20 && *p != '\t') || *p == 0x7f) return 0;
-    return 1;
-}
-
-/* Queue the stored answer of rw (lock held or rw no longer shared). */
-static enum MHD_Result respond_accepted(struct MHD_Connection *c, const char *id)
-{
-    char body[64];
-    snprintf(body, sizeof(body), "{\"id\":\"%s\"}", id);
-    return respond(c, MHD_HTTP_ACCEPTED, body, "esb-message-id", id);
-}
-
-static enum MHD_Result respond_reply(struct MHD_Connection *c, const struct reply_wait *rw)
-{
-    if (rw->oneway) {
-        if (rw->status == MHD_HTTP_ACCEPTED) return respond_accepted(c, rw->id);
-        return respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not accepted, retry later",
-                             MHD_HTTP_HEADER_RETRY_AFTER, "1");
-    }
-    struct MHD_Response *r;
-    const struct esb_msg *f = rw->final;
-    int empty = rw->status == MHD_HTTP_NO_CONTENT || rw->status == MHD_HTTP_NOT_MODIFIED;
-    if (f) {
-        r = MHD_create_response_from_buffer(empty ? 0 : f->body->len, (void *)f->body->data,
-                                            MHD_RESPMEM_MUST_COPY);
-        if (!r) return MHD_NO;
-        if (f->content_type[0] && !empty)
-            MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, f->content_type);
-        for (size_t i = 0; i < f->nheaders; i++) {
-            const char *n = f->headers[i].name;
-            if (strncasecmp(n, "esb-reply-header-", 17) != 0) continue;
-            if (reply_header_ok(n + 17, f->headers[i].value))
-                MHD_add_response_header(r, n + 17, f->headers[i].value);
-            else
-                esb_warn("request-reply id=%s: response header '%.64s' not sent (not a token, "
-                         "a framing header, or a control character in the value)",
-                         rw->id, n + 17);
-        }
-    } else if (empty) {
-        r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-        if (!r) return MHD_NO;
-    } else {
-        char esc[1200], body[1300];
-        json_escape(esc, sizeof(esc), rw->error ? rw->error : "no reply");
-        snprintf(body, sizeof(body), "{\"error\":\"%s\",\"id\":\"%s\"}", esc, rw->id);
-        r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_COPY);
-        if (!r) return MHD_NO;
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    }
-    MHD_add_response_header(r, "esb-message-id", rw->id);
-    enum MHD_Result ret = MHD_queue_response(c, (unsigned)rw->status, r);
-    MHD_destroy_response(r);
-    return ret;
-}
-
-/* The last call in request-reply mode: register m (durable, like accept)
- * and suspend the connection until on_reply resumes it - unless the
- * answer is there already or the endpoint is stopping. Takes m. */
-static enum MHD_Result request_reply(struct esb_endpoint *ep, struct http_in_state *st,
-                                     struct MHD_Connection *c, const char *url,
-                                     struct http_req *req, struct esb_msg *m, int oneway)
-{
-    struct reply_wait *rw = esb_calloc(1, sizeof(*rw));
-    rw->oneway = oneway;
-    pthread_mutex_init(&rw->lock, NULL);
-    atomic_store(&rw->refs, 2); /* this connection's, the runtime's */
-    snprintf(rw->id, sizeof(rw->id), "%s", m->id_text);
-    pthread_mutex_lock(&st->waits_lock);
-    rw->next = st->waits;
-    if (st->waits) st->waits->prev = rw;
-    st->waits = rw;
-    pthread_mutex_unlock(&st->waits_lock);
-    req->rw = rw;
-
-    struct esb_err err = {0, ""};
-    /* One-way: the thread is free while the bus makes the message durable
-     * (group commit batches every request in flight); 202 comes from
-     * on_accepted. Request-reply: on_reply brings the route's result. */
-    int rc = oneway ? esb_runtime_accept_async(st->rt, ep, url, m, on_accepted, rw, &err)
-                    : esb_runtime_request(st->rt, ep, url, m, CONF(ep)->reply_timeout, on_reply, rw,
-                                          &err);
-    if (rc < 0) {
-        atomic_fetch_sub(&rw->refs, 1); /* no callback will be called */
-        pthread_mutex_lock(&rw->lock);
-        rw->answered = 1; /* answered here, with no stored answer (status 0) */
-        pthread_mutex_unlock(&rw->lock);
-        enum MHD_Result ret = respond_not_accepted(ep, c, url, rc, &err);
-        esb_msg_unref(m);
-        return ret;
-    }
-    esb_msg_unref(m);
-    enum MHD_Result ret = MHD_YES;
-    pthread_mutex_lock(&rw->lock);
-    if (!rw->answered && !oneway && atomic_load(&st->stopping)) {
-        rw->answered = 1;
-        rw->status = MHD_HTTP_SERVICE_UNAVAILABLE;
-        rw->error = esb_strdup("esbd is stopping before the reply; the message is stored and "
-                               "will be processed");
-    }
-    if (rw->answered) {
-        ret = respond_reply(c, rw);
-    } else {
-        MHD_suspend_connection(c);
-        rw->conn = c;
-        rw->suspended = 1;
-    }
-    pthread_mutex_unlock(&rw->lock);
-    return ret;
-}
-
-/* handle() called again for a registered request: after on_reply (or
- * stop) resumed it. */
-static enum MHD_Result request_reply_again(struct MHD_Connection *c, struct reply_wait *rw)
-{
-    pthread_mutex_lock(&rw->lock);
-    enum MHD_Result ret = rw->answered && rw->status ? respond_reply(c, rw) : MHD_NO;
-    pthread_mutex_unlock(&rw->lock);
-    return ret;
-}
-
-/* The connection of rw ended: drop it from the endpoint's list; a reply
- * that comes later is dropped. */
-static void request_reply_done(struct http_in_state *st, struct reply_wait *rw)
-{
-    pthread_mutex_lock(&st->waits_lock);
-    if (rw->prev)
-        rw->prev->next = rw->next;
-    else
-        st->waits = rw->next;
-    if (rw->next) rw->next->prev = rw->prev;
-    pthread_mutex_unlock(&st->waits_lock);
-    pthread_mutex_lock(&rw->lock);
-    rw->gone = 1;
-    rw->conn = NULL;
-    pthread_mutex_unlock(&rw->lock);
-    rw_unref(rw);
-}
-
-/* Stopping: resume every suspended request (libmicrohttpd must not be
- * stopped with suspended connections) with a 503 for the client, and wait
- * up to HTTP_IN_STOP_DRAIN_MS for the answers to go out. */
-static void request_reply_stop(struct http_in_state *st)
-{
-    /* One-way accepts in flight finish within a group commit: let them
-     * (their 202 is true) before answering whatever is left with 503. */
-    for (int i = 0; i < HTTP_IN_STOP_DRAIN_MS / 10; i++) {
-        int open = 0;
-        pthread_mutex_lock(&st->waits_lock);
-        for (struct reply_wait *rw = st->waits; rw && !open; rw = rw->next) {
-            pthread_mutex_lock(&rw->lock);
-            open = rw->oneway && !rw->answered;
-            pthread_mutex_unlock(&rw->lock);
-        }
-        pthread_mutex_unlock(&st->waits_lock);
-        if (!open) break;
-        usleep(10 * 1000);
-    }
-    pthread_mutex_lock(&st->waits_lock);
-    for (struct reply_wait *rw = st->waits; rw; rw = rw->next) {
-        pthread_mutex_lock(&rw->lock);
-        if (rw->suspended) {
-            if (!rw->answered) {
-                rw->answered = 1;
-                rw->status = MHD_HTTP_SERVICE_UNAVAILABLE;
-                rw->error = esb_strdup("esbd is stopping before the reply; the message is "
-                                       "stored and will be processed");
-            }
-            rw->suspended = 0;
-            MHD_resume_connection(rw->conn);
-        }
-        pthread_mutex_unlock(&rw->lock);
-    }
-    pthread_mutex_unlock(&st->waits_lock);
-    /* Give the server threads a moment to send the answers (each request
-     * leaves the list once its answer is sent). */
-    for (int i = 0; i < HTTP_IN_STOP_DRAIN_MS / 10; i++) {
-        int pending = 0;
-        pthread_mutex_lock(&st->waits_lock);
-        for (struct reply_wait *rw = st->waits; rw && !pending; rw = rw->next) {
-            pthread_mutex_lock(&rw->lock);
-            pending = rw->answered && rw->status;
-            pthread_mutex_unlock(&rw->lock);
-        }
-        pthread_mutex_unlock(&st->waits_lock);
-        if (!pending) break;
-        usleep(10 * 1000);
-    }
+    return esb__hin_respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not accepted, retry later",
+                                  MHD_HTTP_HEADER_RETRY_AFTER, "1");
 }
 
 /* The last call: the whole body is in req. Make it a message, hand it to
@@ -666,7 +365,7 @@ static enum MHD_Result finish_request(struct esb_endpoint *ep, struct http_in_st
     const char *ce_mode = NULL;
     if (ct && ce_structured_type(ct)) {
         if (ce_structured_check(&req->body, &ce_id, why, sizeof(why)) < 0)
-            return respond_error(c, MHD_HTTP_BAD_REQUEST, why, NULL, NULL);
+            return esb__hin_respond_error(c, MHD_HTTP_BAD_REQUEST, why, NULL, NULL);
         ce_mode = "structured";
     } else if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "ce-specversion")) {
         /* binary mode: check_request made sure ce-id is there */
@@ -686,7 +385,8 @@ static enum MHD_Result finish_request(struct esb_endpoint *ep, struct http_in_st
         free(ce_id);
     }
 
-    return request_reply(ep, st, c, url, req, m, CONF(ep)->mode != ESB_HTTP_IN_REQUEST_REPLY);
+    return esb__hin_request_reply(ep, st, c, url, req, m,
+                                  CONF(ep)->mode != ESB_HTTP_IN_REQUEST_REPLY);
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
@@ -710,15 +410,15 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (!req) {
         enum MHD_Result ret = MHD_NO;
         if (atomic_load(&st->stopping))
-            return respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down",
-                                 MHD_HTTP_HEADER_RETRY_AFTER, "1");
+            return esb__hin_respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down",
+                                          MHD_HTTP_HEADER_RETRY_AFTER, "1");
         if (check_request(ep, st, c, url, method, &ret) != 0) return ret;
         req = esb_calloc(1, sizeof(*req));
         esb_buf_init(&req->body, (size_t)CONF(ep)->max_body);
         *con_cls = req;
         return MHD_YES;
     }
-    if (req->rw) return request_reply_again(c, req->rw);
+    if (req->rw) return esb__hin_request_reply_again(c, req->rw);
     if (*upload_data_size > 0) {
         /* Chunked bodies have no length up front: count as they stream. */
         size_t n = *upload_data_size;
@@ -736,7 +436,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         char text[128];
         snprintf(text, sizeof(text), "body larger than max-body (%" PRIu64 " bytes)",
                  CONF(ep)->max_body);
-        return respond_error(c, MHD_HTTP_CONTENT_TOO_LARGE, text, NULL, NULL);
+        return esb__hin_respond_error(c, MHD_HTTP_CONTENT_TOO_LARGE, text, NULL, NULL);
     }
     return finish_request(ep, st, c, url, req);
 }
@@ -747,7 +447,7 @@ static void request_done(void *cls, struct MHD_Connection *c, void **con_cls,
     struct esb_endpoint *ep = cls;
     struct http_req *req = *con_cls;
     if (!req) return;
-    if (req->rw) request_reply_done(ep->state, req->rw);
+    if (req->rw) esb__hin_request_reply_done(ep->state, req->rw);
     esb_buf_free(&req->body);
     free(req);
     *con_cls = NULL;
@@ -893,7 +593,7 @@ static void http_in_stop(struct esb_endpoint *ep)
     struct http_in_state *st = ep ? ep->state : NULL;
     if (!st || !st->ndaemons) return;
     atomic_store(&st->stopping, 1);
-    request_reply_stop(st);
+    esb__hin_request_reply_stop(st);
     stop_daemons(st);
     esb_info("http-in=%s stopped", ep->id);
 }

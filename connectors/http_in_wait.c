@@ -1,0 +1,269 @@
+/* http_in_wait.c - http-in's suspended requests: a request whose body is
+ * complete is registered with the runtime and its connection suspended; the
+ * bus's completion (one-way: 202 once durable) or the route's result
+ * (request-reply) resumes it and handle() answers. See http_in_internal.h. */
+#include "config.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "http_in_internal.h"
+#include "log.h"
+#include "runtime.h"
+
+/* ---- request-reply ---- */
+
+static void rw_unref(struct reply_wait *rw)
+{
+    if (atomic_fetch_sub(&rw->refs, 1) != 1) return;
+    esb_msg_unref(rw->final);
+    free(rw->error);
+    pthread_mutex_destroy(&rw->lock);
+    free(rw);
+}
+
+/* The runtime's answer (esb_reply_fn): store it and wake the connection.
+ * Called exactly once, from a worker or the timeout thread. */
+static void on_reply(void *ctx, const struct esb_msg *final, int status, const char *error)
+{
+    struct reply_wait *rw = ctx;
+    pthread_mutex_lock(&rw->lock);
+    if (!rw->answered && !rw->gone) {
+        rw->answered = 1;
+        rw->status = status;
+        rw->final = final ? esb_msg_ref((struct esb_msg *) final) : NULL;
+        rw->error = error ? esb_strdup(error) : NULL;
+        if (rw->suspended) {
+            rw->suspended = 0;
+            MHD_resume_connection(rw->conn); /* handle() is called again and answers */
+        }
+    }
+    pthread_mutex_unlock(&rw->lock);
+    rw_unref(rw);
+}
+
+/* A one-way accept is durable (rc 0) or failed: store the answer and wake
+ * the connection. Called exactly once, from the bus writer thread. */
+static void on_accepted(void *ctx, int rc)
+{
+    struct reply_wait *rw = ctx;
+    pthread_mutex_lock(&rw->lock);
+    if (!rw->answered && !rw->gone) {
+        rw->answered = 1;
+        rw->status = rc == 0 ? MHD_HTTP_ACCEPTED : MHD_HTTP_SERVICE_UNAVAILABLE;
+        if (rc < 0) esb_warn("http-in accept of id=%s failed: %s", rw->id, esb_strerror(rc));
+        if (rw->suspended) {
+            rw->suspended = 0;
+            MHD_resume_connection(rw->conn);
+        }
+    }
+    pthread_mutex_unlock(&rw->lock);
+    rw_unref(rw);
+}
+
+/* A header name a route may set on the response: a token, and not one
+ * that frames the response or that we set ourselves. */
+static int reply_header_ok(const char *name, const char *value)
+{
+    static const char *const framing[] = {
+        "connection",     "keep-alive",   "transfer-encoding", "te", "trailer", "upgrade",
+        "content-length", "content-type", "esb-message-id",    NULL,
+    };
+    if (!*name || strncasecmp(name, "proxy-", 6) == 0) return 0;
+    for (const char *p = name; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p)) return 0;
+    for (size_t i = 0; framing[i]; i++)
+        if (strcasecmp(name, framing[i]) == 0) return 0;
+    for (const unsigned char *p = (const unsigned char *)value; *p; p++)
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f) return 0;
+    return 1;
+}
+
+/* Queue the stored answer of rw (lock held or rw no longer shared). */
+static enum MHD_Result respond_accepted(struct MHD_Connection *c, const char *id)
+{
+    char body[64];
+    snprintf(body, sizeof(body), "{\"id\":\"%s\"}", id);
+    return esb__hin_respond(c, MHD_HTTP_ACCEPTED, body, "esb-message-id", id);
+}
+
+static enum MHD_Result respond_reply(struct MHD_Connection *c, const struct reply_wait *rw)
+{
+    if (rw->oneway) {
+        if (rw->status == MHD_HTTP_ACCEPTED) return respond_accepted(c, rw->id);
+        return esb__hin_respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not accepted, retry later",
+                                      MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    }
+    struct MHD_Response *r;
+    const struct esb_msg *f = rw->final;
+    int empty = rw->status == MHD_HTTP_NO_CONTENT || rw->status == MHD_HTTP_NOT_MODIFIED;
+    if (f) {
+        r = MHD_create_response_from_buffer(empty ? 0 : f->body->len, (void *)f->body->data,
+                                            MHD_RESPMEM_MUST_COPY);
+        if (!r) return MHD_NO;
+        if (f->content_type[0] && !empty)
+            MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, f->content_type);
+        for (size_t i = 0; i < f->nheaders; i++) {
+            const char *n = f->headers[i].name;
+            if (strncasecmp(n, "esb-reply-header-", 17) != 0) continue;
+            if (reply_header_ok(n + 17, f->headers[i].value))
+                MHD_add_response_header(r, n + 17, f->headers[i].value);
+            else
+                esb_warn("request-reply id=%s: response header '%.64s' not sent (not a token, "
+                         "a framing header, or a control character in the value)",
+                         rw->id, n + 17);
+        }
+    } else if (empty) {
+        r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        if (!r) return MHD_NO;
+    } else {
+        char esc[1200], body[1300];
+        esb__hin_json_escape(esc, sizeof(esc), rw->error ? rw->error : "no reply");
+        snprintf(body, sizeof(body), "{\"error\":\"%s\",\"id\":\"%s\"}", esc, rw->id);
+        r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_COPY);
+        if (!r) return MHD_NO;
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    }
+    MHD_add_response_header(r, "esb-message-id", rw->id);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)rw->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* The last call in request-reply mode: register m (durable, like accept)
+ * and suspend the connection until on_reply resumes it - unless the
+ * answer is there already or the endpoint is stopping. Takes m. */
+enum MHD_Result esb__hin_request_reply(struct esb_endpoint *ep, struct http_in_state *st,
+                                       struct MHD_Connection *c, const char *url,
+                                       struct http_req *req, struct esb_msg *m, int oneway)
+{
+    struct reply_wait *rw = esb_calloc(1, sizeof(*rw));
+    rw->oneway = oneway;
+    pthread_mutex_init(&rw->lock, NULL);
+    atomic_store(&rw->refs, 2); /* this connection's, the runtime's */
+    snprintf(rw->id, sizeof(rw->id), "%s", m->id_text);
+    pthread_mutex_lock(&st->waits_lock);
+    rw->next = st->waits;
+    if (st->waits) st->waits->prev = rw;
+    st->waits = rw;
+    pthread_mutex_unlock(&st->waits_lock);
+    req->rw = rw;
+
+    struct esb_err err = {0, ""};
+    /* One-way: the thread is free while the bus makes the message durable
+     * (group commit batches every request in flight); 202 comes from
+     * on_accepted. Request-reply: on_reply brings the route's result. */
+    int rc = oneway ? esb_runtime_accept_async(st->rt, ep, url, m, on_accepted, rw, &err)
+                    : esb_runtime_request(st->rt, ep, url, m, CONF(ep)->reply_timeout, on_reply, rw,
+                                          &err);
+    if (rc < 0) {
+        atomic_fetch_sub(&rw->refs, 1); /* no callback will be called */
+        pthread_mutex_lock(&rw->lock);
+        rw->answered = 1; /* answered here, with no stored answer (status 0) */
+        pthread_mutex_unlock(&rw->lock);
+        enum MHD_Result ret = esb__hin_respond_not_accepted(ep, c, url, rc, &err);
+        esb_msg_unref(m);
+        return ret;
+    }
+    esb_msg_unref(m);
+    enum MHD_Result ret = MHD_YES;
+    pthread_mutex_lock(&rw->lock);
+    if (!rw->answered && !oneway && atomic_load(&st->stopping)) {
+        rw->answered = 1;
+        rw->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        rw->error = esb_strdup("esbd is stopping before the reply; the message is stored and "
+                               "will be processed");
+    }
+    if (rw->answered) {
+        ret = respond_reply(c, rw);
+    } else {
+        MHD_suspend_connection(c);
+        rw->conn = c;
+        rw->suspended = 1;
+    }
+    pthread_mutex_unlock(&rw->lock);
+    return ret;
+}
+
+/* handle() called again for a registered request: after on_reply (or
+ * stop) resumed it. */
+enum MHD_Result esb__hin_request_reply_again(struct MHD_Connection *c, struct reply_wait *rw)
+{
+    pthread_mutex_lock(&rw->lock);
+    enum MHD_Result ret = rw->answered && rw->status ? respond_reply(c, rw) : MHD_NO;
+    pthread_mutex_unlock(&rw->lock);
+    return ret;
+}
+
+/* The connection of rw ended: drop it from the endpoint's list; a reply
+ * that comes later is dropped. */
+void esb__hin_request_reply_done(struct http_in_state *st, struct reply_wait *rw)
+{
+    pthread_mutex_lock(&st->waits_lock);
+    if (rw->prev)
+        rw->prev->next = rw->next;
+    else
+        st->waits = rw->next;
+    if (rw->next) rw->next->prev = rw->prev;
+    pthread_mutex_unlock(&st->waits_lock);
+    pthread_mutex_lock(&rw->lock);
+    rw->gone = 1;
+    rw->conn = NULL;
+    pthread_mutex_unlock(&rw->lock);
+    rw_unref(rw);
+}
+
+/* Stopping: resume every suspended request (libmicrohttpd must not be
+ * stopped with suspended connections) with a 503 for the client, and wait
+ * up to HTTP_IN_STOP_DRAIN_MS for the answers to go out. */
+void esb__hin_request_reply_stop(struct http_in_state *st)
+{
+    /* One-way accepts in flight finish within a group commit: let them
+     * (their 202 is true) before answering whatever is left with 503. */
+    for (int i = 0; i < HTTP_IN_STOP_DRAIN_MS / 10; i++) {
+        int open = 0;
+        pthread_mutex_lock(&st->waits_lock);
+        for (struct reply_wait *rw = st->waits; rw && !open; rw = rw->next) {
+            pthread_mutex_lock(&rw->lock);
+            open = rw->oneway && !rw->answered;
+            pthread_mutex_unlock(&rw->lock);
+        }
+        pthread_mutex_unlock(&st->waits_lock);
+        if (!open) break;
+        usleep(10 * 1000);
+    }
+    pthread_mutex_lock(&st->waits_lock);
+    for (struct reply_wait *rw = st->waits; rw; rw = rw->next) {
+        pthread_mutex_lock(&rw->lock);
+        if (rw->suspended) {
+            if (!rw->answered) {
+                rw->answered = 1;
+                rw->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+                rw->error = esb_strdup("esbd is stopping before the reply; the message is "
+                                       "stored and will be processed");
+            }
+            rw->suspended = 0;
+            MHD_resume_connection(rw->conn);
+        }
+        pthread_mutex_unlock(&rw->lock);
+    }
+    pthread_mutex_unlock(&st->waits_lock);
+    /* Give the server threads a moment to send the answers (each request
+     * leaves the list once its answer is sent). */
+    for (int i = 0; i < HTTP_IN_STOP_DRAIN_MS / 10; i++) {
+        int pending = 0;
+        pthread_mutex_lock(&st->waits_lock);
+        for (struct reply_wait *rw = st->waits; rw && !pending; rw = rw->next) {
+            pthread_mutex_lock(&rw->lock);
+            pending = rw->answered && rw->status;
+            pthread_mutex_unlock(&rw->lock);
+        }
+        pthread_mutex_unlock(&st->waits_lock);
+        if (!pending) break;
+        usleep(10 * 1000);
+    }
+}
