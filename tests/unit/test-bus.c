@@ -389,6 +389,27 @@ static void async_done(void *ctx, int rc)
     pthread_mutex_unlock(&c->lock);
 }
 
+static struct esb_bus_stats stats(struct esb_bus *bus)
+{
+    struct esb_bus_stats st;
+    esb_bus_get_stats(bus, &st);
+    return st;
+}
+#define batches(bus)    (stats(bus).batches)
+#define cache_hits(bus) (stats(bus).cache_hits)
+
+/* Wait (up to 5 s) until n async commits of c have called done. */
+static void wait_async(struct async_count *c, int n)
+{
+    for (int i = 0; i < 500; i++) {
+        pthread_mutex_lock(&c->lock);
+        int k = c->done + c->failed;
+        pthread_mutex_unlock(&c->lock);
+        if (k == n) return;
+        usleep(10000);
+    }
+}
+
 static void test_commit_async(void)
 {
     struct esb_bus_opts o = {.queue_max_entries = 150};
@@ -414,25 +435,12 @@ static void test_commit_async(void)
     ok(started == 150 && refused == 50,
        "async commits: 150 admitted, 50 refused at once by the queue limit (%d, %d)", started,
        refused);
-    for (int i = 0; i < 500; i++) {
-        pthread_mutex_lock(&c.lock);
-        int n = c.done + c.failed;
-        pthread_mutex_unlock(&c.lock);
-        if (n == started) break;
-        usleep(10000);
-    }
+    wait_async(&c, started);
     ok(c.done == 150 && c.failed == 0, "every admitted one calls done once with 0 (%d)", c.done);
     for (int i = 0; i < 200; i++) esb_txn_free(ts[i]);
     struct esb_queue_info qi;
     ok(esb_bus_queue_info(bus, "aq", &qi) == 0 && qi.entries == 150, "150 entries durable");
     esb_bus_close(bus);
-}
-
-static uint64_t batches(struct esb_bus *bus)
-{
-    struct esb_bus_stats st;
-    esb_bus_get_stats(bus, &st);
-    return st.batches;
 }
 
 /* Lazy commits (esb_txn_set_lazy): they complete, alone too; a burst of
@@ -457,13 +465,7 @@ static void test_lazy(void)
         esb_msg_unref(m);
         started += esb_bus_commit_async(bus, ts[i], async_done, &c, &err) == 0;
     }
-    for (int i = 0; i < 500; i++) {
-        pthread_mutex_lock(&c.lock);
-        int n = c.done + c.failed;
-        pthread_mutex_unlock(&c.lock);
-        if (n == started) break;
-        usleep(10000);
-    }
+    wait_async(&c, started);
     uint64_t used = batches(bus) - b0;
     ok(started == N && c.done == N && c.failed == 0, "lazy: %d commits, each done once with 0",
        c.done);
@@ -488,13 +490,6 @@ static void test_lazy(void)
     esb_msg_unref(m);
     for (int i = 0; i <= N; i++) esb_txn_free(ts[i]);
     esb_bus_close(bus);
-}
-
-static uint64_t cache_hits(struct esb_bus *bus)
-{
-    struct esb_bus_stats st;
-    esb_bus_get_stats(bus, &st);
-    return st.cache_hits;
 }
 
 /* An appended message is handed to its first consumer from memory (no log
