@@ -291,7 +291,7 @@ int esb_bus_ack(struct esb_bus *bus, const struct esb_entry *e, struct esb_err *
 
 /* ---- the writer thread ---- */
 
-static void fail_fatal(struct esb_bus *bus, int rc, const char *what)
+void esb__fail_fatal(struct esb_bus *bus, int rc, const char *what)
 {
     if (bus->failed) return;
     bus->failed = 1;
@@ -505,7 +505,7 @@ int esb__sync_if_needed(struct esb_bus *bus)
     int rc = esb_wal_sync(bus->wal);
     bus->last_sync_ns = esb_mono_ns();
     if (rc < 0) {
-        fail_fatal(bus, rc, "fdatasync of the log");
+        esb__fail_fatal(bus, rc, "fdatasync of the log");
         return rc;
     }
     bus->unsynced = 0;
@@ -580,7 +580,7 @@ static void *writer_main(void *arg)
                 bus->free_bytes = esb_wal_free_bytes(bus->wal);
             }
         } else if (rc == FATAL_RC) {
-            fail_fatal(bus, err, "fdatasync or write of the log");
+            esb__fail_fatal(bus, err, "fdatasync or write of the log");
             w = finish_list(bus, list, ESB_EFAILED);
             struct esb_txn *w2 = finish_list(bus, bus->pending_head, ESB_EFAILED);
             bus->pending_head = bus->pending_tail = NULL;

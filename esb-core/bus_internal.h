@@ -256,6 +256,9 @@ int esb__pending_key_index(const struct esb_bus *bus, const char *key);
 void esb__pending_key_drop(struct esb_bus *bus, const char *key);
 /* bus_maint.c: one maintenance pass (writer thread, lock held). */
 void esb__maintain_locked(struct esb_bus *bus);
+/* bus.c: enter the failed state (lock held): log "bus FATAL <what> in DIR:
+ * <error>"; every commit fails from now on. The writer calls on_fatal. */
+void esb__fail_fatal(struct esb_bus *bus, int rc, const char *what);
 
 /* Record codec. */
 /* Parse the target list of a MSG payload (flags: the record's); returns

@@ -2,6 +2,7 @@
  * prefix of segments and copy long-lived entries forward (compaction). */
 #include "config.h"
 
+#include <errno.h>
 #include <stdlib.h>
 
 #include "bus_internal.h"
@@ -153,6 +154,15 @@ static void compact_oldest(struct esb_bus *bus)
 
 void esb__maintain_locked(struct esb_bus *bus)
 {
+    int rc = esb_wal_check(bus->wal);
+    if (rc < 0) {
+        /* Whatever was acknowledged since is in a file no restart finds:
+         * stop acknowledging at once. */
+        esb__fail_fatal(bus, rc,
+                        rc == -ENOENT ? "the active log segment was removed from the bus directory"
+                                      : "checking the active log segment");
+        return;
+    }
     bus->free_bytes = esb_wal_free_bytes(bus->wal);
     esb__marks_sweep(bus, esb_now_ms());
     esb__marksets_report(bus, esb_now_ms());

@@ -346,13 +346,15 @@ static void finish_commits(struct worker *w)
     struct pending_commit *list = w->done;
     w->done = NULL;
     pthread_mutex_unlock(&w->lock);
-    unsigned n = 0;
+    unsigned n = 0, failed = 0;
     while (list) {
         struct pending_commit *pc = list;
         list = pc->next;
-        if (pc->rc < 0 && pc->rc != ESB_ECLOSED)
+        if (pc->rc < 0 && pc->rc != ESB_ECLOSED) {
             esb_error("commit failed queue=%s seq=%llu: %s; it will be processed again",
                       pc->e->queue, (unsigned long long)pc->e->seq, esb_strerror(pc->rc));
+            failed++;
+        }
         esb_entry_free(pc->e); /* unresolved after a failure: ready again */
         esb_route_result_clear(&pc->res);
         esb_txn_free(pc->t);
@@ -365,6 +367,9 @@ static void finish_commits(struct worker *w)
         w->inflight -= n;
         pthread_mutex_unlock(&w->lock);
     }
+    /* The bus could not write: the entries are ready again, and taking
+     * them at once would only spin on the same error. */
+    if (failed) usleep(BACKPRESSURE_MS * 1000);
 }
 
 /* Run the route on e. Returns 1 if e was handed to an asynchronous commit

@@ -629,6 +629,13 @@ int esb_wal_delete_oldest(struct esb_wal *w)
     return rc;
 }
 
+int esb_wal_check(struct esb_wal *w)
+{
+    struct stat sb;
+    if (fstat(active(w)->fd, &sb) != 0) return -errno;
+    return sb.st_nlink == 0 ? -ENOENT : 0;
+}
+
 int64_t esb_wal_free_bytes(struct esb_wal *w)
 {
     return w->io->free_bytes(w->io, w->dirfd);

@@ -121,6 +121,11 @@ uint64_t esb_wal_segment_bytes(const struct esb_wal *w, uint32_t seg);
 uint64_t esb_wal_total_bytes(const struct esb_wal *w);
 /* Delete the oldest segment (must not be the active one). */
 int esb_wal_delete_oldest(struct esb_wal *w) ESB_WUR;
+/* 0 while the active segment is still in the directory; -ENOENT once it
+ * was unlinked (someone removed the bus directory or its files: appends
+ * would still succeed, into a file no restart will find), or another
+ * negative errno from fstat. */
+int esb_wal_check(struct esb_wal *w);
 /* Free bytes on the file system holding the log, or negative errno. */
 int64_t esb_wal_free_bytes(struct esb_wal *w);
 
