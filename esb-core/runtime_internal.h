@@ -16,6 +16,7 @@
 
 struct esb__dispatcher;
 struct worker;
+struct pending_commit;
 struct esb__replies;
 
 /* What a worker does with entries of one bus queue. */
@@ -24,6 +25,16 @@ struct handler {
     const struct esb_route *route; /* run this route, or */
     struct esb_endpoint *ep;       /* deliver to this outbound endpoint */
     char *owned;
+};
+
+/* A worker thread (runtime_worker.c). */
+struct worker {
+    struct esb_runtime *rt;
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    struct pending_commit *done; /* durable (or failed), to be finished */
+    unsigned inflight;
+    unsigned no; /* 0-based, for the thread's name */
 };
 
 /* One config generation: immutable once published. */
@@ -124,5 +135,10 @@ int esb__rt_reply_waiting(struct esb_runtime *rt);
 void esb__rt_reply_route(struct esb_runtime *rt, const struct esb_route *r,
                          const struct esb_entry *e, const struct esb_route_result *res,
                          int duplicate);
+
+/* runtime.c: the handler of queue in g, or NULL. */
+const struct handler *esb__rt_gen_handler(const struct generation *g, const char *queue);
+/* runtime_worker.c: the worker thread (arg: its struct worker). */
+void *esb__rt_worker_main(void *arg);
 
 #endif
