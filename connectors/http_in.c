@@ -540,7 +540,7 @@ static int http_in_start(struct esb_endpoint *ep, struct esb_runtime *rt, struct
     unsigned timeout_s = (unsigned)((conf->timeout + 999) / 1000);
     if (timeout_s == 0) timeout_s = 1;
     unsigned n = (unsigned)conf->threads;
-    if (n > 1 && port != 0) {
+    if (n > 1) {
         int prc = probe_listen(&la.u.sa, la.len);
         if (prc < 0) {
             rc = esb_err_set(err, ESB_EFAILED, "http-in '%s': cannot listen on %s: %s", ep->id,
@@ -551,15 +551,6 @@ static int http_in_start(struct esb_endpoint *ep, struct esb_runtime *rt, struct
     unsigned conns = ((unsigned)conf->max_connections + n - 1) / n;
     st->daemons = esb_calloc(n, sizeof(*st->daemons));
     for (unsigned i = 0; i < n; i++) {
-        if (i == 1 && port == 0) { /* the others share the port the first one got */
-            const union MHD_DaemonInfo *info =
-                MHD_get_daemon_info(st->daemons[0], MHD_DAEMON_INFO_BIND_PORT);
-            port = info ? info->port : 0;
-            if (la.ipv6)
-                la.u.v6.sin6_port = htons((uint16_t)port);
-            else
-                la.u.v4.sin_port = htons((uint16_t)port);
-        }
         st->daemons[i] = MHD_start_daemon(
             flags, (uint16_t)port, NULL, NULL, handle, ep, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, ep,
             MHD_OPTION_SOCK_ADDR, &la.u.sa, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)(n > 1),
@@ -576,10 +567,7 @@ static int http_in_start(struct esb_endpoint *ep, struct esb_runtime *rt, struct
         }
         st->ndaemons++;
     }
-    const union MHD_DaemonInfo *info =
-        MHD_get_daemon_info(st->daemons[0], MHD_DAEMON_INFO_BIND_PORT);
-    st->port = info ? info->port : port;
-    esb_info("http-in=%s listening=%s port=%u", ep->id, conf->listen, st->port);
+    esb_info("http-in=%s listening=%s port=%u", ep->id, conf->listen, port);
 out:
     if (rc != 0 && st) {
         state_free(st);

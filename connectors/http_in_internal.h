@@ -31,7 +31,6 @@ struct http_in_state {
     unsigned ndaemons;
     _Atomic int stopping; /* stop() began: answer 503 without calling the runtime */
     struct esb_runtime *rt;
-    unsigned port; /* the bound port (useful with port 0) */
     /* request-reply: the waits of live connections (stop resumes the
      * suspended ones). Lock order: waits_lock, then a wait's lock. */
     pthread_mutex_t waits_lock;
