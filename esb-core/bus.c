@@ -55,17 +55,6 @@ void esb__put_reason(struct esb_buf *b, const char *s)
     if (esb_buf_add(b, l, 2) || (n && esb_buf_add(b, s, n))) abort();
 }
 
-void esb__abstime_after_ms(struct timespec *ts, uint64_t ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += (time_t)(ms / 1000);
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 int esb_fsync_parse(const char *s, enum esb_fsync_policy *policy, unsigned *interval_ms)
 {
     if (strcmp(s, "always") == 0) {
@@ -540,7 +529,7 @@ static void *writer_main(void *arg)
             if (bus->closing) break;
             struct timespec ts;
             uint64_t wait_ms = (maint_due - now) / 1000000u + 1;
-            esb__abstime_after_ms(&ts, wait_ms);
+            esb_abstime_mono_ms(&ts, wait_ms);
             pthread_cond_timedwait(&bus->writer_cv, &bus->lock, &ts);
             continue;
         }
@@ -726,7 +715,7 @@ void esb_bus_close(struct esb_bus *bus)
     pthread_cond_broadcast(&bus->ready_cv);
     while (bus->consumers > 0) {
         struct timespec ts;
-        esb__abstime_after_ms(&ts, 10);
+        esb_abstime_mono_ms(&ts, 10);
         pthread_cond_broadcast(&bus->ready_cv);
         pthread_cond_timedwait(&bus->commit_cv, &bus->lock, &ts);
     }

@@ -26,7 +26,7 @@ static int wait_ready(struct esb_bus *bus, uint64_t next_due_ms, int timeout_ms,
     struct timespec ts;
     if (next_due_ms != UINT64_MAX) {
         uint64_t now = esb_now_ms();
-        esb__abstime_after_ms(&ts, next_due_ms > now ? next_due_ms - now : 0);
+        esb_abstime_mono_ms(&ts, next_due_ms > now ? next_due_ms - now : 0);
         if (timeout_ms >= 0 && (deadline->tv_sec < ts.tv_sec ||
                                 (deadline->tv_sec == ts.tv_sec && deadline->tv_nsec < ts.tv_nsec)))
             ts = *deadline;
@@ -144,7 +144,7 @@ int esb_bus_consume_any(struct esb_bus *bus, const char *const *queues, size_t n
                         struct esb_entry **out)
 {
     struct timespec deadline;
-    if (timeout_ms >= 0) esb__abstime_after_ms(&deadline, (uint64_t)timeout_ms);
+    if (timeout_ms >= 0) esb_abstime_mono_ms(&deadline, (uint64_t)timeout_ms);
     size_t start = n ? atomic_fetch_add(&rr_counter, 1) % n : 0;
     struct ent *e = NULL;
     int rc = 0;

@@ -244,7 +244,6 @@ void esb__put_name(struct esb_buf *b, const char *s);
 void esb__put_u32(struct esb_buf *b, uint32_t v);
 void esb__put_u64(struct esb_buf *b, uint64_t v);
 void esb__put_reason(struct esb_buf *b, const char *s);
-void esb__abstime_after_ms(struct timespec *ts, uint64_t ms);
 /* Sync if a write is not yet durable; a failure marks the bus failed. */
 int esb__sync_if_needed(struct esb_bus *bus);
 /* Queue t for the writer (at the head: before everything pending). */

@@ -63,17 +63,6 @@ struct esb__dispatcher {
     uint64_t open_until;
 };
 
-static void abstime_ms(struct timespec *ts, unsigned ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 /* Connector thread: queue the outcome for the dispatcher. */
 static void on_done(void *ctx, const struct esb_delivery *result)
 {
@@ -254,7 +243,7 @@ static void *dispatcher_main(void *arg)
         pthread_mutex_lock(&d->lock);
         if (!d->done) {
             struct timespec ts;
-            abstime_ms(&ts, inflight ? BUSY_WAIT_MS : IDLE_WAIT_MS);
+            esb_abstime_mono_ms(&ts, inflight ? BUSY_WAIT_MS : IDLE_WAIT_MS);
             pthread_cond_timedwait(&d->cv, &d->lock, &ts);
         }
         pthread_mutex_unlock(&d->lock);

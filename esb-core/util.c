@@ -118,6 +118,17 @@ void esb_time_iso(uint64_t ms, char out[ESB_TIME_ISO_SIZE])
     snprintf(out + n, ESB_TIME_ISO_SIZE - n, ".%03uZ", (unsigned)(ms % 1000));
 }
 
+void esb_abstime_mono_ms(struct timespec *ts, uint64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += (time_t)(ms / 1000);
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
 uint64_t esb_mono_ns(void)
 {
     struct timespec ts;

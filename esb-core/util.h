@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #define ESB_WUR          __attribute__((warn_unused_result))
 #define ESB_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -53,6 +54,9 @@ uint64_t esb_now_ms(void); /* CLOCK_REALTIME, ms since the epoch */
  * kept). */
 void esb_thread_name(const char *fmt, ...) ESB_PRINTF(1, 2);
 uint64_t esb_mono_ns(void); /* CLOCK_MONOTONIC */
+/* *ts = CLOCK_MONOTONIC now + ms: a deadline for a condition variable made
+ * by esb_cond_init_mono. */
+void esb_abstime_mono_ms(struct timespec *ts, uint64_t ms);
 /* Wall ms as UTC ISO 8601 with milliseconds: "2026-11-23T16:49:39.123Z". */
 #define ESB_TIME_ISO_SIZE 32
 void esb_time_iso(uint64_t ms, char out[ESB_TIME_ISO_SIZE]);
