@@ -11,8 +11,9 @@
 
 #include <libxml/parser.h>
 #include <libxml/parserInternals.h>
+#include <libxml/SAX2.h>
 
-/* Each thread keeps one parser context and reuses it (xmlCtxtReadMemory
+/* Each thread keeps one parser context per mode and reuses it (xmlCtxtReadMemory
  * resets it): making one costs more than parsing a small message (a
  * context, its SAX handler, stacks and a name dictionary: 8 % of a 1 KiB
  * order's transform). The dictionary keeps every element and attribute
@@ -21,9 +22,21 @@
 #define CTXT_MAX_USES 1000
 #define CTXT_MAX_DICT (256 * 1024)
 
+/* One reused context per thread and mode: the DOM mode keeps libxml2's
+ * SAX2 tree builder, the SAX mode has only the caller's callbacks (no
+ * document is made at all). */
+enum { MODE_DOM, MODE_SAX, MODE_COUNT };
+
 struct reuse {
-    xmlParserCtxtPtr c;
-    unsigned uses;
+    xmlParserCtxtPtr c[MODE_COUNT];
+    unsigned uses[MODE_COUNT];
+};
+
+/* ctxt->_private during a parse */
+struct state {
+    int doctype;                 /* a DOCTYPE stopped the parser */
+    const struct esb_xml_sax *h; /* SAX mode */
+    const char *fail;            /* a callback's reason to stop */
 };
 
 static pthread_key_t reuse_key;
@@ -32,7 +45,8 @@ static pthread_once_t reuse_once = PTHREAD_ONCE_INIT;
 static void reuse_free(void *p)
 {
     struct reuse *r = p;
-    if (r->c) xmlFreeParserCtxt(r->c);
+    for (int m = 0; m < MODE_COUNT; m++)
+        if (r->c[m]) xmlFreeParserCtxt(r->c[m]);
     free(r);
 }
 
@@ -49,7 +63,7 @@ static void doctype_stop(void *ctx, const xmlChar *name, const xmlChar *eid, con
     (void)eid;
     (void)sid;
     xmlParserCtxtPtr c = ctx;
-    *(int *)c->_private = 1;
+    ((struct state *)c->_private)->doctype = 1;
     xmlStopParser(c);
 }
 
@@ -60,25 +74,22 @@ static void quiet(void *ud, xmlErrorPtr e)
 }
 
 /* The line of the first start tag with more than max attributes ('='
- * outside quotes), or 0. Comments, CDATA and PIs are skipped. */
-static long count_lines(const char *s, size_t n)
+ * outside quotes), or 0. Comments, CDATA and PIs are skipped. Lines are
+ * counted only for the answer (this runs before every parse). */
+static long line_at(const char *s, size_t i)
 {
-    long k = 0;
-    for (const char *p = s, *end = s + n; (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
+    long k = 1;
+    for (const char *p = s, *end = s + i; (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
         k++;
     return k;
 }
 
 static long too_many_attrs(const char *s, size_t n, int max)
 {
-    long line = 1;
     for (size_t i = 0; i < n; i++) {
-        /* to the next '<' (memchr: most bytes are text), counting lines */
-        const char *lt = memchr(s + i, '<', n - i);
-        size_t to = lt ? (size_t)(lt - s) : n;
-        line += count_lines(s + i, to - i);
-        i = to;
-        if (i >= n) break;
+        const char *lt = memchr(s + i, '<', n - i); /* most bytes are text */
+        if (!lt) break;
+        i = (size_t)(lt - s);
         const char *end = NULL;
         if (n - i >= 4 && memcmp(s + i, "<!--", 4) == 0)
             end = "-->";
@@ -88,28 +99,125 @@ static long too_many_attrs(const char *s, size_t n, int max)
             end = "?>";
         if (end) { /* skip to the terminator */
             size_t el = strlen(end);
-            for (i++; i < n && !(n - i >= el && memcmp(s + i, end, el) == 0); i++)
-                line += s[i] == '\n';
+            for (i++; i < n && !(n - i >= el && memcmp(s + i, end, el) == 0); i++) continue;
             continue;
         }
         int count = 0;
         char quote = 0;
         for (i++; i < n && (quote || s[i] != '>'); i++) {
-            if (s[i] == '\n') line++;
             if (quote) {
                 if (s[i] == quote) quote = 0;
             } else if (s[i] == '"' || s[i] == '\'') {
                 quote = s[i];
             } else if (s[i] == '=' && ++count > max) {
-                return line;
+                return line_at(s, i);
             }
         }
     }
     return 0;
 }
 
-struct _xmlDoc *esb_xml_parse(const char *s, size_t n, int extra_options, enum esb_xml_fail *fail,
-                              char *msg, size_t msglen)
+static void sax_start(void *ctx, const xmlChar *localname, const xmlChar *prefix,
+                      const xmlChar *uri, int nb_namespaces, const xmlChar **namespaces,
+                      int nb_attributes, int nb_defaulted, const xmlChar **attributes)
+{
+    struct state *st = ((xmlParserCtxtPtr)ctx)->_private;
+    (void)nb_defaulted; /* no DTD, so no defaulted attributes */
+    st->h->start(st->h->ud, localname, prefix, uri, nb_namespaces, namespaces, nb_attributes,
+                 attributes);
+}
+
+static void sax_end(void *ctx, const xmlChar *localname, const xmlChar *prefix, const xmlChar *uri)
+{
+    (void)localname;
+    (void)prefix;
+    (void)uri;
+    struct state *st = ((xmlParserCtxtPtr)ctx)->_private;
+    st->h->end(st->h->ud);
+}
+
+static void sax_text(void *ctx, const xmlChar *s, int len)
+{
+    struct state *st = ((xmlParserCtxtPtr)ctx)->_private;
+    st->h->text(st->h->ud, (const char *)s, (size_t)len);
+}
+
+void esb_xml_sax_stop(struct esb_xml_sax *h, const char *why)
+{
+    xmlParserCtxtPtr c = h->ctx;
+    ((struct state *)c->_private)->fail = why;
+    xmlStopParser(c);
+}
+
+/* This thread's context for mode m (made or replaced as needed), or a new
+ * one that the caller frees (*own = 1) when thread storage failed. */
+static xmlParserCtxtPtr ctxt_get(int m, int *own)
+{
+    (void)pthread_once(&reuse_once, reuse_key_make);
+    struct reuse *r = pthread_getspecific(reuse_key);
+    if (!r && (r = calloc(1, sizeof(*r))) != NULL && pthread_setspecific(reuse_key, r) != 0) {
+        free(r);
+        r = NULL;
+    }
+    if (r && r->c[m] &&
+        (r->uses[m] >= CTXT_MAX_USES || xmlDictGetUsage(r->c[m]->dict) > CTXT_MAX_DICT)) {
+        xmlFreeParserCtxt(r->c[m]);
+        r->c[m] = NULL;
+    }
+    xmlParserCtxtPtr c = r ? r->c[m] : NULL;
+    if (!c) {
+        c = xmlNewParserCtxt();
+        if (!c) return NULL;
+        if (m == MODE_SAX) { /* only our callbacks: no tree, no document */
+            memset(c->sax, 0, sizeof(*c->sax));
+            c->sax->initialized = XML_SAX2_MAGIC;
+            c->sax->startElementNs = sax_start;
+            c->sax->endElementNs = sax_end;
+            c->sax->characters = sax_text;
+            c->sax->ignorableWhitespace = sax_text;
+        }
+        c->sax->internalSubset = doctype_stop;
+        c->sax->serror = quiet;
+        if (r) {
+            r->c[m] = c;
+            r->uses[m] = 0;
+        }
+    }
+    *own = r == NULL;
+    if (r) r->uses[m]++;
+    return c;
+}
+
+/* The reason a document is not well-formed, from libxml2's pull parser:
+ * the push parser (used for speed: one chunk, no input copy per call)
+ * reports a truncated document as "Extra content at the end of the
+ * document"; the pull parser names the open tag. Only bad input pays for
+ * the second parse. */
+static void why_malformed(const char *s, size_t n, int opts, char *msg, size_t msglen)
+{
+    int own;
+    xmlParserCtxtPtr c = ctxt_get(MODE_DOM, &own);
+    if (!c) {
+        snprintf(msg, msglen, "not well-formed");
+        return;
+    }
+    struct state st = {0};
+    c->_private = &st;
+    xmlFreeDoc(xmlCtxtReadMemory(c, s, (int)n, NULL, NULL, opts & ~XML_PARSE_NOBLANKS));
+    xmlErrorPtr e = xmlCtxtGetLastError(c);
+    snprintf(msg, msglen, "line %d: %s", e ? e->line : 0,
+             e && e->message ? e->message : "not well-formed");
+    size_t k = strlen(msg);
+    while (k && (msg[k - 1] == '\n' || msg[k - 1] == '\r' || msg[k - 1] == ' ')) msg[--k] = '\0';
+    c->_private = NULL;
+    if (own) xmlFreeParserCtxt(c);
+}
+
+/* The shared part of both modes: checks, parse, the verdict. Returns the
+ * document (DOM mode) or (void *)1 (SAX mode) when well-formed, else NULL
+ * with *fail and msg set. */
+static void *parse(int m, struct esb_xml_sax *h, const char *s, size_t n, int extra_options,
+                   enum esb_xml_fail *fail, char *msg, size_t msglen)
 {
     if (n == 0 || n > INT_MAX) {
         *fail = ESB_XML_MALFORMED;
@@ -123,60 +231,61 @@ struct _xmlDoc *esb_xml_parse(const char *s, size_t n, int extra_options, enum e
                  ESB_XML_MAX_ATTRS);
         return NULL;
     }
-    (void)pthread_once(&reuse_once, reuse_key_make);
-    struct reuse *r = pthread_getspecific(reuse_key);
-    if (!r && (r = calloc(1, sizeof(*r))) != NULL && pthread_setspecific(reuse_key, r) != 0) {
-        free(r);
-        r = NULL;
-    }
-    if (r && r->c && (r->uses >= CTXT_MAX_USES || xmlDictGetUsage(r->c->dict) > CTXT_MAX_DICT)) {
-        xmlFreeParserCtxt(r->c);
-        r->c = NULL;
-    }
-    xmlParserCtxtPtr c = r ? r->c : NULL;
+    int own;
+    xmlParserCtxtPtr c = ctxt_get(m, &own);
     if (!c) {
-        c = xmlNewParserCtxt();
-        if (!c) {
-            *fail = ESB_XML_MALFORMED;
-            snprintf(msg, msglen, "cannot create an XML parser");
-            return NULL;
-        }
-        c->sax->internalSubset = doctype_stop;
-        c->sax->serror = quiet;
-        if (r) {
-            r->c = c;
-            r->uses = 0;
-        }
+        *fail = ESB_XML_MALFORMED;
+        snprintf(msg, msglen, "cannot create an XML parser");
+        return NULL;
     }
-    if (r) r->uses++;
-    int doctype = 0;
-    extra_options &= XML_PARSE_NOCDATA | XML_PARSE_NOBLANKS | XML_PARSE_BIG_LINES;
-    c->_private = &doctype;
+    struct state st = {.h = h};
+    if (h) h->ctx = c;
+    extra_options &= XML_PARSE_NOCDATA | XML_PARSE_BIG_LINES |
+                     (m == MODE_DOM ? XML_PARSE_NOBLANKS : 0); /* it would set a DOM callback */
+    c->_private = &st;
     /* Never NOENT, DTDLOAD, DTDATTR, DTDVALID, XINCLUDE or HUGE here. The
      * document is kept only if well-formed. */
-    xmlDocPtr doc = xmlCtxtReadMemory(c, s, (int)n, NULL, NULL,
-                                      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
-                                          extra_options);
-    int good = c->wellFormed && doc && !doctype && xmlDocGetRootElement(doc);
+    int opts = XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING | extra_options;
+    xmlDocPtr doc = NULL;
+    if (xmlCtxtResetPush(c, NULL, 0, NULL, NULL) == 0) {
+        xmlCtxtUseOptions(c, opts);
+        xmlParseChunk(c, s, (int)n, 1);
+        doc = c->myDoc;
+        c->myDoc = NULL;
+    }
+    int good = c->wellFormed && !st.doctype && !st.fail &&
+               (m == MODE_SAX ? !doc : doc && xmlDocGetRootElement(doc));
+    void *ret = m == MODE_SAX ? (void *)1 : doc;
     if (!good) {
-        if (doctype) {
+        if (st.doctype) {
             *fail = ESB_XML_REFUSED;
             snprintf(msg, msglen, "DOCTYPE not allowed");
+        } else if (st.fail) {
+            *fail = ESB_XML_REFUSED;
+            snprintf(msg, msglen, "line %d: %s", xmlSAX2GetLineNumber(c), st.fail);
         } else {
             *fail = ESB_XML_MALFORMED;
-            xmlErrorPtr e = xmlCtxtGetLastError(c);
-            snprintf(msg, msglen, "line %d: %s", e ? e->line : 0,
-                     e && e->message ? e->message : "not well-formed");
-            size_t k = strlen(msg);
-            while (k && (msg[k - 1] == '\n' || msg[k - 1] == '\r' || msg[k - 1] == ' '))
-                msg[--k] = '\0';
+            why_malformed(s, n, opts, msg, msglen);
         }
         xmlFreeDoc(doc);
-        doc = NULL;
+        ret = NULL;
     } else {
         *fail = ESB_XML_OK;
     }
     c->_private = NULL;
-    if (!r) xmlFreeParserCtxt(c);
-    return doc;
+    if (h) h->ctx = NULL;
+    if (own) xmlFreeParserCtxt(c);
+    return ret;
+}
+
+struct _xmlDoc *esb_xml_parse(const char *s, size_t n, int extra_options, enum esb_xml_fail *fail,
+                              char *msg, size_t msglen)
+{
+    return parse(MODE_DOM, NULL, s, n, extra_options, fail, msg, msglen);
+}
+
+int esb_xml_sax(const char *s, size_t n, int extra_options, struct esb_xml_sax *h,
+                enum esb_xml_fail *fail, char *msg, size_t msglen)
+{
+    return parse(MODE_SAX, h, s, n, extra_options, fail, msg, msglen) ? 0 : -1;
 }

@@ -1,10 +1,12 @@
 /* lua_xml.c - esb.xml: XML text <-> Lua tables, XPath, serialization.
  *
- * Parsing is libxml2 with a new parser context per call, XML_PARSE_NONET |
- * NOERROR | NOWARNING | NOCDATA and never NOENT/DTDLOAD/DTDATTR/XINCLUDE/
- * HUGE. A DOCTYPE stops the parser in a SAX hook before its internal subset
- * is read (as in config_include.c), so entity tricks (XXE, billion laughs)
- * never run; libxml2's default depth limit (256) applies.
+ * Parsing is esb-core/xmlsafe.c (libxml2, XML_PARSE_NONET | NOERROR |
+ * NOWARNING | NOCDATA, never NOENT/DTDLOAD/DTDATTR/XINCLUDE/HUGE; a DOCTYPE
+ * stops the parser in a SAX hook before its internal subset is read, so
+ * entity tricks (XXE, billion laughs) never run; libxml2's default depth
+ * limit (256) applies). esb.xml.parse uses its SAX mode: the tables are
+ * built from the events (lua_xml_build.c) and no document tree is made;
+ * XPath and esb.xml.load need the tree.
  *
  * Table shape (docs/lua-api.md): an element is
  *   { name=, ns=, prefix=, attrs={...}, children={...}, nsdecls={...} }
@@ -17,6 +19,7 @@
 
 #include "lua_modules.h"
 #include "lua_modules_internal.h"
+#include "lua_xml_build.h"
 #include "xmlsafe.h"
 
 #include <limits.h>
@@ -59,144 +62,34 @@ static void free_doc(void *p)
     xmlFreeDoc(p);
 }
 
-/* ---- document -> tables ---- */
+/* ---- document -> tables (lua_xml_build.c) ---- */
 
-static int is_text(xmlNodePtr n)
+/* The events of element el and its subtree. */
+static void log_element(struct esb__xml_log *g, xmlNodePtr el)
 {
-    return (n->type == XML_TEXT_NODE || n->type == XML_CDATA_SECTION_NODE) && n->content;
-}
-
-static int is_blank(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r') return 0;
-    return 1;
-}
-
-/* The field names of node tables, pushed once per conversion (lua_setfield
- * would hash each name again for every element). */
-enum { K_NAME, K_NS, K_PREFIX, K_ATTRS, K_CHILDREN, K_NSDECLS, K_COUNT };
-
-struct conv {
-    int keys; /* stack index of the first key */
-    int keep_blanks;
-};
-
-static void conv_init(lua_State *L, struct conv *cv, int keep_blanks)
-{
-    static const char *const names[K_COUNT] = {"name",  "ns",       "prefix",
-                                               "attrs", "children", "nsdecls"};
-    luaL_checkstack(L, K_COUNT + 4, "out of stack space");
-    cv->keys = lua_gettop(L) + 1;
-    cv->keep_blanks = keep_blanks;
-    for (int i = 0; i < K_COUNT; i++) lua_pushstring(L, names[i]);
-}
-
-/* node[key] = the value on top (popped) */
-static void set_key(lua_State *L, const struct conv *cv, int key)
-{
-    lua_pushvalue(L, cv->keys + key);
-    lua_insert(L, -2);
-    lua_rawset(L, -3);
-}
-
-static void set_key_str(lua_State *L, const struct conv *cv, int key, const xmlChar *v)
-{
-    lua_pushstring(L, (const char *)v);
-    set_key(L, cv, key);
-}
-
-/* Push the element el as a table. default_ns: a non-empty default namespace
- * is in scope at el's parent. */
-static void push_element(lua_State *L, const struct conv *cv, xmlNodePtr el, int default_ns)
-{
-    int parent_default = default_ns, nattrs = 0, nkids = 0, has_elem = 0;
-    luaL_checkstack(L, 8, "out of stack space");
-    for (xmlAttrPtr a = el->properties; a; a = a->next) nattrs++;
-    for (xmlNodePtr c = el->children; c; c = c->next) {
-        nkids++;
-        has_elem |= c->type == XML_ELEMENT_NODE;
-    }
-    lua_createtable(L, 0, 6);
-    set_key_str(L, cv, K_NAME, el->name);
-    if (el->nsDef) {
-        lua_createtable(L, 0, 2);
-        for (xmlNsPtr ns = el->nsDef; ns; ns = ns->next) {
-            lua_pushstring(L, ns->prefix ? (const char *)ns->prefix : "");
-            lua_pushstring(L, ns->href ? (const char *)ns->href : "");
-            lua_rawset(L, -3);
-            if (!ns->prefix) default_ns = ns->href && ns->href[0];
-        }
-        set_key(L, cv, K_NSDECLS);
-    }
-    if (el->ns) {
-        if (el->ns->href) set_key_str(L, cv, K_NS, el->ns->href);
-        if (el->ns->prefix) set_key_str(L, cv, K_PREFIX, el->ns->prefix);
-    } else if (parent_default) {
-        set_key_str(L, cv, K_NS, BAD_CAST "");
-    }
-
-    lua_createtable(L, 0, nattrs);
+    esb__xml_log_start(g, (const char *)el->name, el->ns ? (const char *)el->ns->prefix : NULL,
+                       el->ns ? (const char *)el->ns->href : NULL);
+    for (xmlNsPtr ns = el->nsDef; ns; ns = ns->next)
+        esb__xml_log_ns(g, (const char *)ns->prefix, (const char *)ns->href);
     for (xmlAttrPtr a = el->properties; a; a = a->next) {
-        if (a->ns && a->ns->prefix)
-            lua_pushfstring(L, "%s:%s", a->ns->prefix, a->name);
-        else
-            lua_pushstring(L, (const char *)a->name);
-        int parts = 0;
-        for (xmlNodePtr t = a->children; t; t = t->next) {
-            if (!t->content) continue;
-            lua_pushstring(L, (const char *)t->content);
-            if (++parts > 1) lua_concat(L, 2), parts = 1;
-        }
-        if (!parts) lua_pushliteral(L, "");
-        lua_rawset(L, -3);
-    }
-    set_key(L, cv, K_ATTRS);
-
-    int n = 0;
-    lua_createtable(L, nkids, 0);
-    for (xmlNodePtr c = el->children; c;) {
-        if (c->type == XML_ELEMENT_NODE) {
-            push_element(L, cv, c, default_ns);
-            lua_rawseti(L, -2, ++n);
-            c = c->next;
+        const char *prefix = a->ns ? (const char *)a->ns->prefix : NULL;
+        if (a->children && !a->children->next && a->children->content) { /* the usual case */
+            const char *v = (const char *)a->children->content;
+            esb__xml_log_attr(g, prefix, (const char *)a->name, v, strlen(v), 0);
             continue;
         }
-        /* a run of text (comments and PIs between are dropped): one string,
-         * built in one copy (not by repeated concatenation) */
-        size_t total = 0;
-        int pieces = 0;
-        xmlNodePtr r, last = NULL, start = c;
-        for (r = c; r && r->type != XML_ELEMENT_NODE; r = r->next) {
-            if (is_text(r)) {
-                total += strlen((const char *)r->content);
-                pieces++;
-                last = r;
-            }
-        }
-        c = r;
-        if (pieces == 0) continue;
-        if (pieces == 1) {
-            lua_pushstring(L, (const char *)last->content);
-        } else {
-            char *p = lua_newuserdatauv(L, total, 0), *o = p;
-            for (xmlNodePtr t = start; t != r; t = t->next) {
-                if (!is_text(t)) continue;
-                size_t len = strlen((const char *)t->content);
-                memcpy(o, t->content, len);
-                o += len;
-            }
-            lua_pushlstring(L, p, total);
-            lua_remove(L, -2);
-        }
-        size_t len;
-        const char *str = lua_tolstring(L, -1, &len);
-        if (!cv->keep_blanks && has_elem && is_blank(str, len))
-            lua_pop(L, 1);
-        else
-            lua_rawseti(L, -2, ++n);
+        xmlChar *v = xmlNodeListGetString(el->doc, a->children, 1);
+        esb__xml_log_attr(g, prefix, (const char *)a->name, v ? (const char *)v : "",
+                          v ? strlen((const char *)v) : 0, 0);
+        xmlFree(v);
     }
-    set_key(L, cv, K_CHILDREN);
+    for (xmlNodePtr c = el->children; c; c = c->next) {
+        if (c->type == XML_ELEMENT_NODE)
+            log_element(g, c);
+        else if ((c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE) && c->content)
+            esb__xml_log_text(g, (const char *)c->content, strlen((const char *)c->content));
+    }
+    esb__xml_log_end(g);
 }
 
 /* Is a non-empty default namespace in scope at node? */
@@ -206,14 +99,64 @@ static int default_ns_at(xmlDocPtr doc, xmlNodePtr node)
     return ns && ns->href && ns->href[0];
 }
 
+/* A new event log owned by a guard on the stack (freed when it closes). */
+static struct esb__xml_log *log_new(lua_State *L, int keep_blanks, int default_ns, size_t hint)
+{
+    void **g = esb__lmod_guard(L, esb__xml_log_free);
+    *g = esb__xml_log_new(keep_blanks, default_ns, hint);
+    if (!*g) esb__lmod_error(L, "esb.xml: out of memory");
+    return *g;
+}
+
 /* Push element el as a table (keep_blanks as in parse). */
 static void push_tree(lua_State *L, xmlDocPtr doc, xmlNodePtr el, int keep_blanks)
 {
-    struct conv cv;
-    conv_init(L, &cv, keep_blanks);
-    push_element(L, &cv, el, default_ns_at(doc, el->parent));
-    lua_replace(L, cv.keys);
-    lua_settop(L, cv.keys);
+    struct esb__xml_log *g = log_new(L, keep_blanks, default_ns_at(doc, el->parent), 4096);
+    log_element(g, el);
+    esb__xml_log_push(L, g);
+    esb__lmod_guard_drop(L, -2);
+}
+
+/* esb.xml.parse: SAX events straight into the log, no document. */
+struct sax_run {
+    struct esb_xml_sax h;
+    struct esb__xml_log *g;
+};
+
+/* Out of memory for the log: stop the parser (every later event is lost). */
+static void sax_check(struct sax_run *r)
+{
+    if (esb__xml_log_failed(r->g)) esb_xml_sax_stop(&r->h, "out of memory");
+}
+
+static void sax_start(void *ud, const unsigned char *name, const unsigned char *prefix,
+                      const unsigned char *uri, int nns, const unsigned char **ns, int nattrs,
+                      const unsigned char **attrs)
+{
+    struct sax_run *r = ud;
+    struct esb__xml_log *g = r->g;
+    esb__xml_log_start(g, (const char *)name, (const char *)prefix, (const char *)uri);
+    for (int i = 0; i < nns; i++)
+        esb__xml_log_ns(g, (const char *)ns[2 * i], (const char *)ns[2 * i + 1]);
+    for (int i = 0; i < nattrs; i++) {
+        const unsigned char **a = attrs + 5 * i; /* name, prefix, URI, value, end */
+        esb__xml_log_attr(g, (const char *)a[1], (const char *)a[0], (const char *)a[3],
+                          (size_t)(a[4] - a[3]), 1);
+    }
+    sax_check(r);
+}
+
+static void sax_end(void *ud)
+{
+    struct sax_run *r = ud;
+    esb__xml_log_end(r->g);
+}
+
+static void sax_text(void *ud, const char *s, size_t n)
+{
+    struct sax_run *r = ud;
+    esb__xml_log_text(r->g, s, n);
+    sax_check(r);
 }
 
 static int l_parse(lua_State *L)
@@ -222,10 +165,17 @@ static int l_parse(lua_State *L)
     const char *s = luaL_checklstring(L, 1, &n);
     esb__lmod_check_opts(L, 2, "esb.xml.parse");
     int keep = esb__lmod_opt_bool(L, 2, "keep_blanks", 0, "esb.xml.parse");
-    void **g = esb__lmod_guard(L, free_doc);
-    xmlDocPtr doc = safe_parse(L, s, n, "esb.xml.parse");
-    *g = doc;
-    push_tree(L, doc, xmlDocGetRootElement(doc), keep);
+    if (n > ESB_LMOD_MAX_INPUT)
+        esb__lmod_error(L, "esb.xml.parse: input of %zu bytes is larger than %zu", n,
+                        ESB_LMOD_MAX_INPUT);
+    struct sax_run r = {.h = {.start = sax_start, .end = sax_end, .text = sax_text},
+                        .g = log_new(L, keep, 0, n + n / 2)};
+    r.h.ud = &r;
+    char msg[300];
+    enum esb_xml_fail fail;
+    if (esb_xml_sax(s, n, XML_PARSE_NOCDATA | XML_PARSE_BIG_LINES, &r.h, &fail, msg, sizeof(msg)))
+        esb__lmod_error(L, "esb.xml.parse: %s", msg);
+    esb__xml_log_push(L, r.g);
     return 1;
 }
 

@@ -168,3 +168,47 @@ ok(e and e:find("more than 16777216 nodes", 1, true) and os.clock() - t0 < 30,
    "text: shared subtrees (2^100 paths) end in an error: " .. tostring(e))
 ok(raises(xml.find_all, shared, "zz"):find("more than 16777216 nodes", 1, true), "find_all: shared subtrees end in an error")
 -- (serialize and json.encode of shared subtrees end at the 64 MiB output cap: a few seconds)
+
+-- esb.xml.parse builds its tables from SAX events, doc:root() and
+-- xpath_nodes from a libxml2 tree: both give the same tables.
+local function same(a, b, path)
+  if type(a) ~= type(b) then return false, path .. ": " .. type(a) .. " vs " .. type(b) end
+  if type(a) ~= "table" then
+    if a == b then return true end
+    return false, path .. ": " .. string.format("%q vs %q", a, b)
+  end
+  for k, v in pairs(a) do
+    local good, why = same(v, b[k], path .. "." .. tostring(k))
+    if not good then return false, why end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false, path .. "." .. tostring(k) .. " only in the second" end
+  end
+  return true
+end
+local tricky = {
+  '<a x="1 &amp; 2 &#38; &lt;3&gt; &#60;&#9;t" y="&quot;q&quot;">t &amp; u &#38; &#x3c;v&#62;</a>',
+  '<a xmlns="urn:d" xmlns:p="urn:p"><b/><p:c p:k="1" xml:lang="en"/><d xmlns=""><e/></d></a>',
+  '<p:a xmlns:p="urn:p"><b xmlns="urn:x"><c xmlns=""/></b></p:a>',
+  '<a>  <b> x </b>  <c>   </c>\n <!-- c --> <d/>tail</a>',
+  '<a>one<!-- split -->two<?pi data?>three<![CDATA[<four>&]]>five</a>',
+  '<a><b>x</b>  mixed  <c/>  </a>',
+  '<a attr="line1\nline2\ttab"/>',
+  '<?xml version="1.0" encoding="ISO-8859-1"?><a n="\xe9">\xe9t\xe9</a>',
+  '<a>\xc3\xbc &#x1F600; &#233;</a>',
+  '<r><x:a xmlns:x="urn:1"><x:b xmlns:x="urn:2" x:c="v"/></x:a></r>',
+}
+for i, doc in ipairs(tricky) do
+  for _, keep in ipairs({false, true}) do
+    local sax = xml.parse(doc, {keep_blanks = keep})
+    local dom = xml.load(doc):root({keep_blanks = keep})
+    local good, why = same(sax, dom, "root")
+    ok(good, string.format("parse (SAX) and doc:root() (tree) agree on document %d, keep_blanks=%s%s",
+      i, tostring(keep), why and (": " .. why) or ""))
+  end
+end
+local sub = xml.xpath_nodes(tricky[2], "//*[local-name()='d']")[1]
+ok(sub.name == "d" and sub.ns == "" and sub.children[1].ns == nil,
+   "xpath_nodes: the element that undeclares the default namespace has ns \"\", its child none")
+local amp = xml.parse('<a k="&#38;#38;"/>')
+ok(amp.attrs.k == "&#38;", "parse: an attribute holding the text &#38; keeps it: " .. amp.attrs.k)
