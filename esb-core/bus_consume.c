@@ -47,11 +47,45 @@ static int deadline_passed(const struct timespec *d)
 
 /* Read and decode the message of entry seq of q; the lock is not held.
  * The position is looked up for every try: compaction may move it. */
+/* Each consuming thread reads records into one buffer it keeps (a message
+ * not in the cache costs a read, not also an 8 KiB malloc and free); one
+ * that grew past READ_KEEP for a big message is freed after use. */
+#define READ_KEEP (64 * 1024)
+
+static pthread_key_t read_key;
+static pthread_once_t read_once = PTHREAD_ONCE_INIT;
+
+static void read_buf_free(void *p)
+{
+    esb_buf_free(p);
+    free(p);
+}
+
+static void read_key_make(void)
+{
+    (void)pthread_key_create(&read_key, read_buf_free);
+}
+
+static struct esb_buf *read_buf(void)
+{
+    (void)pthread_once(&read_once, read_key_make);
+    struct esb_buf *b = pthread_getspecific(read_key);
+    if (!b) {
+        b = esb_malloc(sizeof(*b));
+        if (pthread_setspecific(read_key, b) != 0) {
+            free(b);
+            return NULL;
+        }
+        esb_buf_init(b, ESB_WAL_MAX_PAYLOAD + ESB_WAL_HDR + 4096);
+    }
+    return b;
+}
+
 static struct esb_msg *load_msg(struct esb_bus *bus, struct queue *q, uint64_t seq,
                                 struct esb_err *err)
 {
-    struct esb_buf rec;
-    esb_buf_init(&rec, ESB_WAL_MAX_PAYLOAD + ESB_WAL_HDR + 4096);
+    struct esb_buf own, *kept = read_buf(), *rec = kept ? kept : &own;
+    if (!kept) esb_buf_init(&own, ESB_WAL_MAX_PAYLOAD + ESB_WAL_HDR + 4096);
     struct esb_msg *m = NULL;
     for (int tries = 0; tries < 3 && !m; tries++) {
         pthread_mutex_lock(&bus->lock);
@@ -64,22 +98,22 @@ static struct esb_msg *load_msg(struct esb_bus *bus, struct queue *q, uint64_t s
             break;
         }
         uint8_t type, flags = 0;
-        int rc = esb_wal_read(bus->wal, pos, &rec, &type, &flags);
+        int rc = esb_wal_read(bus->wal, pos, rec, &type, &flags);
         if (rc < 0) {
             esb_err_set(err, rc, "reading %020u.seg+%llu: %s", pos.seg, (unsigned long long)pos.off,
                         esb_strerror(rc));
             continue;
         }
         size_t body =
-            type == ESB_REC_MSG ? esb__msg_body_offset(rec.data, (uint32_t)rec.len, flags) : 0;
+            type == ESB_REC_MSG ? esb__msg_body_offset(rec->data, (uint32_t)rec->len, flags) : 0;
         if (!body) {
             esb_err_set(err, ESB_ECORRUPT, "record at %020u.seg+%llu is not a message", pos.seg,
                         (unsigned long long)pos.off);
             continue;
         }
-        m = esb_msg_decode(rec.data + body, rec.len - body, err);
+        m = esb_msg_decode(rec->data + body, rec->len - body, err);
     }
-    esb_buf_free(&rec);
+    if (!kept || rec->cap > READ_KEEP) esb_buf_free(rec);
     return m;
 }
 

@@ -269,10 +269,10 @@ static void member(lua_State *L, struct esb__lmod_buf *b, int *first, const char
 {
     if (!*first) esb__lmod_buf_addc(b, ',');
     *first = 0;
-    lua_pushstring(L, k);
-    esb__lmod_json_encode(L, -1, o, b);
-    lua_pop(L, 1);
-    esb__lmod_buf_addc(b, ':');
+    /* k is a standard attribute or a checked extension name: [a-z0-9]+ */
+    esb__lmod_buf_addc(b, '"');
+    esb__lmod_buf_adds(b, k);
+    esb__lmod_buf_add(b, "\":", 2);
     esb__lmod_json_encode(L, vi, o, b);
 }
 
@@ -305,8 +305,21 @@ static void encode(lua_State *L, int ev, const char *who)
             esb__lmod_error(L, "%s: time '%.40s' is not an RFC 3339 time", who, s);
         lua_pop(L, 1);
     }
-    /* attribute names, sorted; the extensions are the non-standard ones */
-    lua_Integer nk = esb__lmod_sorted_keys(L, ev, "attribute", who);
+    /* attribute names, sorted; the extensions are the non-standard ones
+     * (most events have none: then nothing is sorted) */
+    int exts = 0;
+    lua_pushnil(L);
+    while (lua_next(L, ev)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING || !is_standard(lua_tostring(L, -1)) ||
+            strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
+            exts = 1; /* an extension, or a bad name the loop below reports */
+    }
+    lua_Integer nk = 0;
+    if (exts)
+        nk = esb__lmod_sorted_keys(L, ev, "attribute", who);
+    else
+        lua_newtable(L);
     int keys = lua_gettop(L);
     for (lua_Integer i = 1; i <= nk; i++) {
         lua_rawgeti(L, keys, i);

@@ -143,7 +143,8 @@ struct enc {
     lua_State *L;
     const struct esb__lmod_json_opts *o;
     struct esb__lmod_buf *b;
-    const void *path[MAX_DEPTH + 1]; /* tables being encoded, for cycles */
+    const void *array_mt;            /* the array marker, looked up once */
+    const void *path[MAX_DEPTH + 1]; /* tables being encoded, for cycles (path[0..depth)) */
 };
 
 static void enc_string(struct esb__lmod_buf *b, const char *s, size_t n)
@@ -206,6 +207,17 @@ static void enc_integer(struct esb__lmod_buf *b, long long v)
     esb__lmod_buf_add(b, p, (size_t)(out + sizeof(out) - p));
 }
 
+/* Write v >= 0 in decimal at o; returns the length. */
+static int snprintf_int(char *o, long long v)
+{
+    char t[24];
+    int n = 0;
+    do t[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    for (int i = 0; i < n; i++) o[i] = t[n - 1 - i];
+    return n;
+}
+
 static void enc_double(struct esb__lmod_buf *b, double d)
 {
     char out[40];
@@ -214,6 +226,28 @@ static void enc_double(struct esb__lmod_buf *b, double d)
         enc_integer(b, (long long)d); /* what %.15g prints for it, without printf */
         esb__lmod_buf_add(b, ".0", 2);
         return;
+    }
+    /* a decimal with up to 6 places and 15 digits (prices, quantities):
+     * m / 10^k, exact when the division gives d back (m and 10^k are exact
+     * doubles, so the quotient is the double nearest m / 10^k); the text
+     * is then what %.15g prints */
+    static const double p10[] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6};
+    double a = fabs(d);
+    if (a >= 1e-4 && a < 1e9) {
+        for (int k = 1; k <= 6; k++) {
+            double v = a * p10[k];
+            if (v >= 1e15 || v != floor(v)) continue;
+            long long m = (long long)v, div = (long long)p10[k];
+            if ((double)m / p10[k] != a) break;
+            char *o = out;
+            if (d < 0) *o++ = '-';
+            o += snprintf_int(o, m / div);
+            *o++ = '.';
+            for (long long f = m % div, q = div / 10; q; q /= 10) *o++ = (char)('0' + f / q % 10);
+            while (o[-1] == '0' && o[-2] != '.') o--; /* none: k is the first that fits */
+            esb__lmod_buf_add(b, out, (size_t)(o - out));
+            return;
+        }
     }
     for (int prec = 15; prec <= 17; prec++) {
         snprintf(out, sizeof(out), "%.*g", prec, d);
@@ -327,7 +361,11 @@ static void encode_table(struct enc *e, int t, int depth)
 
     lua_Integer n = 0;
     size_t nkeys = 0;
-    int is_array = has_array_mt(L, t);
+    int is_array = 0;
+    if (lua_getmetatable(L, t)) {
+        is_array = lua_topointer(L, -1) == e->array_mt;
+        lua_pop(L, 1);
+    }
     if (is_array) {
         n = (lua_Integer)lua_rawlen(L, t);
     } else {
@@ -410,7 +448,14 @@ static void encode_value(struct enc *e, int idx, int depth)
 void esb__lmod_json_encode(lua_State *L, int idx, const struct esb__lmod_json_opts *o,
                            struct esb__lmod_buf *b)
 {
-    struct enc e = {.L = L, .o = o, .b = b};
+    struct enc e; /* not zeroed: path is written before it is read */
+    e.L = L;
+    e.o = o;
+    e.b = b;
+    luaL_checkstack(L, 2, "out of stack space");
+    push_array_mt(L);
+    e.array_mt = lua_topointer(L, -1);
+    lua_pop(L, 1); /* still anchored in the registry */
     encode_value(&e, lua_absindex(L, idx), 0);
 }
 

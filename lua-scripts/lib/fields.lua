@@ -11,13 +11,9 @@
 local M = {}
 M.__index = M
 local byte, find, format, match = string.byte, string.find, string.format, string.match
-local error, pcall, setmetatable, tonumber, tostring = error, pcall, setmetatable, tonumber, tostring
+local error, pcall, setmetatable, tonumber, tostring, type = error, pcall, setmetatable, tonumber, tostring, type
 local tointeger, floor = math.tointeger, math.floor
 local time_parse, time_format = esb.time.parse, esb.time.format
-
-local function space(c)
-  return c == 32 or (c >= 9 and c <= 13)
-end
 
 -- A converter whose errors name the script `who`.
 function M.new(who)
@@ -36,9 +32,9 @@ end
 -- Trimmed text, or nil when v is nil or only blanks.
 function M:opt(v)
   if v == nil then return nil end
-  v = tostring(v)
-  local n = #v
-  if n > 0 and not space(byte(v, 1)) and not space(byte(v, n)) then return v end
+  if type(v) ~= "string" then v = tostring(v) end
+  local a, z = byte(v, 1), byte(v, -1)
+  if a and a > 32 and z > 32 then return v end -- the usual case: nothing to trim
   return match(v, "^%s*(.*%S)") -- nil when blank
 end
 
@@ -54,7 +50,7 @@ end
 function M:num(v, what, pre)
   local s = self:opt(v)
   if s == nil then return nil end
-  if not find(s, "^[+-]?%d*%.?%d*$") or not find(s, "%d") then
+  if not (find(s, "^[+-]?%d+%.?%d*$") or find(s, "^[+-]?%.%d+$")) then
     fail(self, pre, what, "'%s' is not a number", s)
   end
   return tonumber(s) + 0.0

@@ -93,3 +93,5 @@ ok(wj:find('"type":"t","x1":1,"x10":10,"x100":100,', 1, true) and os.clock() - t
    "encode: 50000 extensions sorted in n log n")
 ok(raises(ce.encode, {specversion = "1.0", id = "1", source = "s", type = "t", ["ab\0c"] = "x"}):find("NUL", 1, true),
    "encode: attribute names with NUL refused")
+ok(raises(ce.encode, {specversion = "1.0", id = "1", source = "s", type = "t", ["id\0x"] = "x"}):find("NUL", 1, true),
+   "encode: a standard name followed by NUL refused, not dropped")

@@ -93,3 +93,34 @@ ok(raises(setmetatable, a, {}) ~= nil, "array(): scripts cannot change the marke
 ok(raises(json.array, setmetatable({}, {})):find("already has a metatable", 1, true),
    "array(): refuses a table with another metatable")
 ok(json.array(a) == a, "array(): idempotent")
+
+-- Floats are written as the shortest of %.15g, %.16g, %.17g that reads
+-- back to the same double (decimals such as prices take a faster path
+-- that must print the same text).
+local function reference(x)
+  local s
+  for prec = 15, 17 do
+    s = string.format("%." .. prec .. "g", x)
+    if tonumber(s) == x then break end
+  end
+  if not s:find("[.eE]") then s = s .. ".0" end
+  return s
+end
+local seed, bad, checked = 12345, nil, 0
+local function rnd(n) seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n end
+local values = {0.1, 0.2, 0.3, 0.1 + 0.2, 12.5, 41.25, 248.75, -0.5, 1e-4, 0.0001234, 1e-5, 999999999.5,
+  123456789.123456, 1234567.1234567, 2 ^ -20, 1 / 3, -1 / 3, 5e-324, 1.7976931348623157e308}
+for _ = 1, 20000 do
+  local places = rnd(8)
+  local v = (rnd(2000000000) - 1000000000) / 10 ^ places + (rnd(3) == 0 and rnd(1000) / 7 or 0)
+  if math.type(v) == "float" and v ~= math.floor(v) then values[#values + 1] = v end
+end
+for _, v in ipairs(values) do
+  if v ~= math.floor(v) then
+    checked = checked + 1
+    local got, want = json.encode(v), reference(v)
+    if got ~= want and not bad then bad = string.format("%.17g: %s, want %s", v, got, want) end
+  end
+end
+ok(bad == nil and checked > 15000, "encode: floats print as the shortest round-tripping %.15g..17g text (" ..
+  checked .. " values)" .. (bad and (": " .. bad) or ""))
