@@ -47,8 +47,19 @@ struct esb__lua_vm_prog {
 };
 
 /* lua_host.c: one worker's state. */
+/* lua_host.c's allocator keeps freed blocks of up to ESB__LUA_SMALL_MAX
+ * bytes for reuse, at most ESB__LUA_POOL_MAX bytes per VM. */
+#define ESB__LUA_SMALL_MAX 256
+#if defined(__SANITIZE_ADDRESS__)
+#define ESB__LUA_POOL_MAX 0
+#else
+#define ESB__LUA_POOL_MAX (1024 * 1024)
+#endif
+
 struct esb_lua_vm {
     lua_State *L;
+    void *pool[ESB__LUA_SMALL_MAX / 16]; /* free blocks by size class (16, 32, ... bytes) */
+    size_t pool_bytes;
     size_t mem_used, mem_limit;
     int mem_refused; /* the allocator said no since the call began */
     int64_t left;    /* instructions left in this call */

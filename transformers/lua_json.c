@@ -310,7 +310,13 @@ static void encode_object(struct enc *e, int t, size_t nkeys, int depth)
             lua_insert(L, -2); /* the iteration key back on top */
         }
         lua_settop(L, base + (int)n);
-        qsort(keys, n, sizeof(*keys), esb__lmod_key_cmp);
+        if (n > 16) qsort(keys, n, sizeof(*keys), esb__lmod_key_cmp);
+        for (size_t i = 1; n <= 16 && i < n; i++) { /* insertion sort for the usual few */
+            struct esb__lmod_key k = keys[i];
+            size_t j = i;
+            for (; j > 0 && esb__lmod_key_cmp(&keys[j - 1], &k) > 0; j--) keys[j] = keys[j - 1];
+            keys[j] = k;
+        }
         for (size_t i = 0; i < n; i++) slot[i] = keys[i].slot;
         for (size_t i = 0; i < n; i++) {
             lua_pushvalue(L, slot[i]);

@@ -47,9 +47,13 @@ end
 -- The child elements of e in namespace ns by local name (the first of each
 -- name), for elements read field by field: one pass instead of one per field.
 function M.index(e, ns)
-  local m = {}
-  for _, c in ipairs(e.children) do
-    if type(c) == "table" and c.ns == ns and m[c.name] == nil then m[c.name] = c end
+  local m, k = {}, e.children
+  for i = 1, #k do -- a numeric loop: no iterator call per child
+    local c = k[i]
+    if type(c) == "table" and c.ns == ns then
+      local n = c.name
+      if m[n] == nil then m[n] = c end
+    end
   end
   return m
 end
