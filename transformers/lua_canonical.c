@@ -190,17 +190,15 @@ static int json_type(const char *ct)
            (n == 9 && strncasecmp(ct, "text/json", 9) == 0);
 }
 
-static int l_from_msg(lua_State *L)
+/* The event of message 1 with attributes 2 (both tables, checked): pushed
+ * at 3, the stack cut to 3. */
+static void from_msg(lua_State *L, const char *who)
 {
-    const char *who = "esb.canonical.from_msg";
     static const struct {
         const char *header, *ext;
     } hx[] = {{"correlation-id", "correlationid"},
               {"traceparent", "traceparent"},
               {"tracestate", "tracestate"}};
-    luaL_checktype(L, 1, LUA_TTABLE);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    lua_settop(L, 2);
     lua_newtable(L); /* 3: the attributes */
     lua_pushnil(L);
     while (lua_next(L, 2)) {
@@ -259,6 +257,15 @@ static int l_from_msg(lua_State *L)
     }
     lua_settop(L, 3);
     build(L, 3, who);
+    lua_replace(L, 3);
+}
+
+static int l_from_msg(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    from_msg(L, "esb.canonical.from_msg");
     return 1;
 }
 
@@ -276,8 +283,10 @@ static void member(lua_State *L, struct esb__lmod_buf *b, int *first, const char
     esb__lmod_json_encode(L, vi, o, b);
 }
 
-/* Push the JSON text of the event at ev. */
-static void encode(lua_State *L, int ev, const char *who)
+/* Push the JSON text of the event at ev. built: ev was just made by
+ * build(), whose checks (required and string attributes, RFC 3339 time,
+ * extension names and values) need not run again. */
+static void encode(lua_State *L, int ev, const char *who, int built)
 {
     static const char *const required[] = {"specversion", "id", "source", "type"};
     struct esb__lmod_json_opts o = {.sort_keys = 1, .pretty = 0, .max_depth = 64};
@@ -285,7 +294,7 @@ static void encode(lua_State *L, int ev, const char *who)
     int first = 1;
     luaL_checkstack(L, 10, "out of stack space");
     ev = lua_absindex(L, ev);
-    for (size_t i = 0; i < ESB_ARRAY_LEN(required); i++) {
+    for (size_t i = 0; !built && i < ESB_ARRAY_LEN(required); i++) {
         int t = lua_getfield(L, ev, required[i]);
         if (t != LUA_TSTRING || lua_rawlen(L, -1) == 0)
             esb__lmod_error(L, "%s: %s is required (a non-empty string)", who, required[i]);
@@ -294,7 +303,7 @@ static void encode(lua_State *L, int ev, const char *who)
     /* the other standard attributes are strings; time is RFC 3339 */
     static const char *const opt_strs[] = {"subject", "time", "datacontenttype", "dataschema",
                                            "data_base64"};
-    for (size_t i = 0; i < ESB_ARRAY_LEN(opt_strs); i++) {
+    for (size_t i = 0; !built && i < ESB_ARRAY_LEN(opt_strs); i++) {
         int t = lua_getfield(L, ev, opt_strs[i]);
         if (t != LUA_TNIL && t != LUA_TSTRING)
             esb__lmod_error(L, "%s: %s must be a string", who, opt_strs[i]);
@@ -326,7 +335,7 @@ static void encode(lua_State *L, int ev, const char *who)
         const char *k = lua_tostring(L, -1);
         if (strlen(k) != lua_rawlen(L, -1))
             esb__lmod_error(L, "%s: attribute names cannot contain NUL", who);
-        if (!is_standard(k)) {
+        if (!built && !is_standard(k)) {
             lua_pushvalue(L, -1);
             lua_rawget(L, ev);
             check_ext(L, k, who);
@@ -369,7 +378,7 @@ static int l_encode(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    encode(L, 1, "esb.canonical.encode");
+    encode(L, 1, "esb.canonical.encode", 0);
     return 1;
 }
 
@@ -378,7 +387,7 @@ static int l_to_msg(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
-    encode(L, 1, "esb.canonical.to_msg"); /* 3 */
+    encode(L, 1, "esb.canonical.to_msg", 0); /* 3 */
     if (lua_isnil(L, 2)) {
         lua_createtable(L, 0, 3);
         lua_newtable(L);
@@ -390,6 +399,28 @@ static int l_to_msg(lua_State *L)
     lua_pushliteral(L, CE_CONTENT_TYPE);
     lua_setfield(L, 2, "content_type");
     lua_settop(L, 2);
+    return 1;
+}
+
+/* message(msg, attrs): to_msg(from_msg(msg, attrs), {id = msg.id, headers
+ * = msg.headers}) without checking the event twice. */
+static int l_message(lua_State *L)
+{
+    const char *who = "esb.canonical.message";
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    from_msg(L, who);         /* 3 */
+    encode(L, 3, who, 1);     /* 4 */
+    lua_createtable(L, 0, 4); /* 5 */
+    lua_getfield(L, 1, "id");
+    lua_setfield(L, 5, "id");
+    lua_getfield(L, 1, "headers");
+    lua_setfield(L, 5, "headers");
+    lua_pushvalue(L, 4);
+    lua_setfield(L, 5, "body");
+    lua_pushliteral(L, CE_CONTENT_TYPE);
+    lua_setfield(L, 5, "content_type");
     return 1;
 }
 
@@ -413,9 +444,10 @@ static int l_decode(lua_State *L)
 
 int esb_luaopen_canonical(lua_State *L)
 {
-    static const luaL_Reg fns[] = {{"event", l_event},   {"from_msg", l_from_msg},
-                                   {"encode", l_encode}, {"to_msg", l_to_msg},
-                                   {"decode", l_decode}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {
+        {"event", l_event},   {"from_msg", l_from_msg}, {"encode", l_encode},
+        {"to_msg", l_to_msg}, {"message", l_message},   {"decode", l_decode},
+        {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;
 }

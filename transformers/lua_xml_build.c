@@ -300,6 +300,17 @@ static void set_key(struct reader *r, int key)
     lua_rawset(r->L, -3);
 }
 
+/* Push a table of the next n (key, value) string pairs. */
+static void push_map(struct reader *r, uint32_t n)
+{
+    lua_createtable(r->L, 0, (int)n);
+    for (uint32_t i = 0; i < n; i++) {
+        push_str(r);
+        push_str(r);
+        lua_rawset(r->L, -3);
+    }
+}
+
 static void build_element(struct reader *r, int depth)
 {
     lua_State *L = r->L;
@@ -324,20 +335,10 @@ static void build_element(struct reader *r, int depth)
         set_key(r, K_PREFIX);
     }
     if (nns) {
-        lua_createtable(L, 0, (int)nns);
-        for (uint32_t i = 0; i < nns; i++) {
-            push_str(r);
-            push_str(r);
-            lua_rawset(L, -3);
-        }
+        push_map(r, nns);
         set_key(r, K_NSDECLS);
     }
-    lua_createtable(L, 0, (int)nattrs);
-    for (uint32_t i = 0; i < nattrs; i++) {
-        push_str(r);
-        push_str(r);
-        lua_rawset(L, -3);
-    }
+    push_map(r, nattrs);
     set_key(r, K_ATTRS);
     lua_createtable(L, (int)nkids, 0);
     for (uint32_t i = 1; i <= nkids; i++) {

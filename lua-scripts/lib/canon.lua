@@ -9,11 +9,7 @@
 --        traceparent, tracestate (esb.canonical.from_msg).
 local M = {}
 
-function M.message(msg, attrs)
-  local ev = esb.canonical.from_msg(msg, attrs)
-  local out = {id = msg.id, headers = msg.headers}
-  return esb.canonical.to_msg(ev, out)
-end
+M.message = esb.canonical.message -- to_msg(from_msg(msg, attrs), {id=, headers=}) in one call
 
 -- attrs for part i of a message that a transform splits into n parts:
 -- the event id is the message id when n == 1, else "<msg id>-<i>"

@@ -95,3 +95,27 @@ ok(raises(ce.encode, {specversion = "1.0", id = "1", source = "s", type = "t", [
    "encode: attribute names with NUL refused")
 ok(raises(ce.encode, {specversion = "1.0", id = "1", source = "s", type = "t", ["id\0x"] = "x"}):find("NUL", 1, true),
    "encode: a standard name followed by NUL refused, not dropped")
+
+-- message(msg, attrs) == to_msg(from_msg(msg, attrs), {id=, headers=})
+local cases = {
+  {{id = "m1", content_type = "application/json", body = '{"b":2,"a":[1,2.5]}',
+    headers = {["correlation-id"] = "c", traceparent = "00-a-b-01"}},
+   {type = "t", source = "/s", time = "2024-05-01T12:00:00+02:00", subject = "x"}},
+  {{id = "m2", content_type = "text/csv", body = "a,b", headers = {}},
+   {type = "t", source = "/s", time = 0, id = "own", extensions = {zz = 1, aa = true}}},
+  {{id = "m3", body = "raw", headers = {}},
+   {type = "t", source = "/s", time = "2024-05-01T00:00:00Z", data = {n = 1}, dataschema = "urn:x"}},
+}
+for i, c in ipairs(cases) do
+  local got = ce.message(c[1], c[2])
+  local want = ce.to_msg(ce.from_msg(c[1], c[2]), {id = c[1].id, headers = c[1].headers})
+  ok(got.body == want.body and got.id == want.id and got.headers == want.headers and
+     got.content_type == want.content_type,
+     "message: the same as to_msg(from_msg(...)), case " .. i .. ": " .. got.body)
+end
+ok(raises(ce.message, {id = "m", body = "b", headers = {}}, {source = "/s"}):find(
+   "esb.canonical.message: type is required", 1, true), "message: a missing type is an error naming message")
+ok(raises(ce.message, {id = "m", body = "b", headers = {}}, {type = "t", source = "/s", extensions = {["Bad"] = 1}}):find(
+   "extension name 'Bad'", 1, true), "message: bad extension names are refused")
+ok(raises(ce.message, {id = "m", body = "b", headers = {}}, {type = "t", source = "/s", time = "yesterday"}):find(
+   "time must be", 1, true), "message: a bad time is refused")
