@@ -116,6 +116,7 @@ void esb__lmod_json_decode(lua_State *L, const char *s, size_t n, int max_depth,
 int esb__lmod_xml_text(lua_State *L);
 int esb__lmod_xml_find(lua_State *L);
 int esb__lmod_xml_find_all(lua_State *L);
+int esb__lmod_xml_index(lua_State *L);
 int esb__lmod_xml_serialize_fn(lua_State *L);
 void esb__lmod_xml_serialize(lua_State *L, int node, int decl, int pretty, struct esb__lmod_buf *b);
 

@@ -426,6 +426,7 @@ int esb_luaopen_xml(lua_State *L)
                                    {"text", esb__lmod_xml_text},
                                    {"find", esb__lmod_xml_find},
                                    {"find_all", esb__lmod_xml_find_all},
+                                   {"index", esb__lmod_xml_index},
                                    {"xpath", l_xpath},
                                    {"xpath_nodes", l_xpath_nodes},
                                    {"serialize", esb__lmod_xml_serialize_fn},

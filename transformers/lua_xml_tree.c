@@ -71,6 +71,34 @@ int esb__lmod_xml_text(lua_State *L)
     return 1;
 }
 
+/* index(e [, ns]): {name = the first child element named so} over the
+ * children of e whose ns field equals ns (nil: no ns field). */
+int esb__lmod_xml_index(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);
+    lua_createtable(L, 0, 4);           /* 3 */
+    lua_Integer n = get_children(L, 1); /* 4 */
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (lua_rawgeti(L, 4, i) == LUA_TTABLE) { /* 5 */
+            lua_getfield(L, 5, "ns");
+            int same = lua_rawequal(L, -1, 2);
+            lua_pop(L, 1);
+            if (same && lua_getfield(L, 5, "name") == LUA_TSTRING) { /* 6 */
+                lua_pushvalue(L, 6);
+                if (lua_rawget(L, 3) == LUA_TNIL) {
+                    lua_pushvalue(L, 6);
+                    lua_pushvalue(L, 5);
+                    lua_rawset(L, 3);
+                }
+            }
+        }
+        lua_settop(L, 4);
+    }
+    lua_settop(L, 3);
+    return 1;
+}
+
 struct find {
     const char *name, *ns;
     int all;

@@ -46,17 +46,7 @@ end
 
 -- The child elements of e in namespace ns by local name (the first of each
 -- name), for elements read field by field: one pass instead of one per field.
-function M.index(e, ns)
-  local m, k = {}, e.children
-  for i = 1, #k do -- a numeric loop: no iterator call per child
-    local c = k[i]
-    if type(c) == "table" and c.ns == ns then
-      local n = c.name
-      if m[n] == nil then m[n] = c end
-    end
-  end
-  return m
-end
+M.index = esb.xml.index
 
 -- The only child element of e (text between elements is ignored), or nil
 -- and a reason.

@@ -212,3 +212,14 @@ ok(sub.name == "d" and sub.ns == "" and sub.children[1].ns == nil,
    "xpath_nodes: the element that undeclares the default namespace has ns \"\", its child none")
 local amp = xml.parse('<a k="&#38;#38;"/>')
 ok(amp.attrs.k == "&#38;", "parse: an attribute holding the text &#38; keeps it: " .. amp.attrs.k)
+
+-- index: the first child element of each name in one namespace
+local ix = xml.parse('<o xmlns="urn:o"> <a>1</a><b/><a>2</a><c xmlns="urn:c"/>t<d xmlns=""/></o>')
+local m = xml.index(ix, "urn:o")
+ok(xml.text(m.a) == "1" and m.b and m.c == nil and m.d == nil, "index: first of each name in the namespace, others skipped")
+ok(xml.index(ix, "urn:c").c.name == "c", "index: another namespace")
+local none = xml.index(xml.parse("<r><a/><b/></r>"))
+ok(none.a and none.b, "index: nil ns matches children without a namespace")
+ok(next(xml.index({name = "e"})) == nil and next(xml.index({name = "e", children = {"t", 5}})) == nil,
+   "index: no children, or only text, give an empty table")
+ok(raises(xml.index, "x"), "index: a node table is required")
