@@ -45,8 +45,6 @@ static int deadline_passed(const struct timespec *d)
     return now.tv_sec > d->tv_sec || (now.tv_sec == d->tv_sec && now.tv_nsec >= d->tv_nsec);
 }
 
-/* Read and decode the message of entry seq of q; the lock is not held.
- * The position is looked up for every try: compaction may move it. */
 /* Each consuming thread reads records into one buffer it keeps (a message
  * not in the cache costs a read, not also an 8 KiB malloc and free); one
  * that grew past READ_KEEP for a big message is freed after use. */
@@ -81,6 +79,8 @@ static struct esb_buf *read_buf(void)
     return b;
 }
 
+/* Read and decode the message of entry seq of q; the lock is not held.
+ * The position is looked up for every try: compaction may move it. */
 static struct esb_msg *load_msg(struct esb_bus *bus, struct queue *q, uint64_t seq,
                                 struct esb_err *err)
 {

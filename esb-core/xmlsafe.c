@@ -247,9 +247,12 @@ static void *parse(int m, struct esb_xml_sax *h, const char *s, size_t n, int ex
      * document is kept only if well-formed. */
     int opts = XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING | extra_options;
     xmlDocPtr doc = NULL;
-    if (xmlCtxtResetPush(c, NULL, 0, NULL, NULL) == 0) {
+    /* the first 4 bytes go with the reset: the push parser detects the
+     * encoding (a UTF-16 BOM) only from them */
+    int head = n < 4 ? (int)n : 4;
+    if (xmlCtxtResetPush(c, s, head, NULL, NULL) == 0) {
         xmlCtxtUseOptions(c, opts);
-        xmlParseChunk(c, s, (int)n, 1);
+        xmlParseChunk(c, s + head, (int)n - head, 1);
         doc = c->myDoc;
         c->myDoc = NULL;
     }

@@ -223,3 +223,17 @@ ok(none.a and none.b, "index: nil ns matches children without a namespace")
 ok(next(xml.index({name = "e"})) == nil and next(xml.index({name = "e", children = {"t", 5}})) == nil,
    "index: no children, or only text, give an empty table")
 ok(raises(xml.index, "x"), "index: a node table is required")
+
+-- The push parser sees the encoding only in the first bytes: a UTF-16
+-- document (with a BOM) parses as the pull parser did; tiny inputs work.
+local function utf16le(s)
+  local out = {"\255\254"}
+  for _, cp in utf8.codes(s) do out[#out + 1] = string.char(cp % 256, cp // 256) end
+  return table.concat(out)
+end
+local u16 = xml.parse(utf16le('<?xml version="1.0" encoding="UTF-16"?><a x="\u{e9}">t\u{e9}</a>'))
+ok(u16.name == "a" and u16.attrs.x == "\u{e9}" and u16.children[1] == "t\u{e9}",
+   "parse: a UTF-16LE document with a BOM is converted to UTF-8")
+ok(xml.parse("<a/>").name == "a", "parse: a 4-byte document")
+local e3 = raises(xml.parse, "<a>")
+ok(e3 and e3:find("line 1", 1, true), "parse: a 3-byte fragment is malformed with a line: " .. tostring(e3))
