@@ -188,6 +188,14 @@ static xmlParserCtxtPtr ctxt_get(int m, int *own)
     return c;
 }
 
+/* Documents up to PUSH_MAX bytes go to libxml2's push parser in one chunk:
+ * 2.9's memory reader copies the input into a fresh buffer and grows it
+ * piecewise, which costs more than parsing a small message. Larger ones
+ * go to the pull parser: the push parser refuses more than 10 MB pending
+ * in its buffer without XML_PARSE_HUGE ("Huge input lookup"), and for them
+ * the copy does not matter. */
+#define PUSH_MAX (1024 * 1024)
+
 /* The reason a document is not well-formed, from libxml2's pull parser:
  * the push parser (used for speed: one chunk, no input copy per call)
  * reports a truncated document as "Extra content at the end of the
@@ -247,12 +255,13 @@ static void *parse(int m, struct esb_xml_sax *h, const char *s, size_t n, int ex
      * document is kept only if well-formed. */
     int opts = XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING | extra_options;
     xmlDocPtr doc = NULL;
-    /* the first 4 bytes go with the reset: the push parser detects the
-     * encoding (a UTF-16 BOM) only from them */
-    int head = n < 4 ? (int)n : 4;
-    if (xmlCtxtResetPush(c, s, head, NULL, NULL) == 0) {
+    if (n > PUSH_MAX) {
+        doc = xmlCtxtReadMemory(c, s, (int)n, NULL, NULL, opts);
+    } else if (xmlCtxtResetPush(c, s, n < 4 ? (int)n : 4, NULL, NULL) == 0) {
+        /* the first 4 bytes go with the reset: the push parser detects the
+         * encoding (a UTF-16 BOM) only from them */
         xmlCtxtUseOptions(c, opts);
-        xmlParseChunk(c, s + head, (int)n - head, 1);
+        xmlParseChunk(c, s + (n < 4 ? n : 4), n < 4 ? 0 : (int)n - 4, 1);
         doc = c->myDoc;
         c->myDoc = NULL;
     }

@@ -237,3 +237,13 @@ ok(u16.name == "a" and u16.attrs.x == "\u{e9}" and u16.children[1] == "t\u{e9}",
 ok(xml.parse("<a/>").name == "a", "parse: a 4-byte document")
 local e3 = raises(xml.parse, "<a>")
 ok(e3 and e3:find("line 1", 1, true), "parse: a 3-byte fragment is malformed with a line: " .. tostring(e3))
+
+-- Large documents: the push parser (small ones) refuses more than 10 MB
+-- pending without HUGE; large ones go to the pull parser.
+local chunk = "<i>" .. string.rep("x", 1000) .. "</i>"
+for _, count in ipairs({900, 12000}) do
+  local big = "<r>" .. string.rep(chunk, count) .. "</r>"
+  local root = xml.parse(big)
+  ok(#root.children == count and #root.children[count].children[1] == 1000,
+     string.format("parse: a %.1f MB document whole (%d elements)", #big / 1048576, count))
+end
