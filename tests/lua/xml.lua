@@ -247,3 +247,6 @@ for _, count in ipairs({900, 12000}) do
   ok(#root.children == count and #root.children[count].children[1] == 1000,
      string.format("parse: a %.1f MB document whole (%d elements)", #big / 1048576, count))
 end
+local latin = xml.parse('<?xml version="1.0" encoding="ISO-8859-1"?><a n="\xe9">\xe9t\xe9</a>')
+ok(latin.attrs.n == "\u{e9}" and latin.children[1] == "\u{e9}t\u{e9}",
+   "parse: an ISO-8859-1 document is converted to UTF-8")
