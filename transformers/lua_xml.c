@@ -44,12 +44,18 @@ static void chomp(char *s)
     while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ')) s[--n] = '\0';
 }
 
+/* Raise "<who>: input of N bytes is larger than ..." for oversized text. */
+static void check_size(lua_State *L, size_t n, const char *who)
+{
+    if (n > ESB_LMOD_MAX_INPUT)
+        esb__lmod_error(L, "%s: input of %zu bytes is larger than %zu", who, n, ESB_LMOD_MAX_INPUT);
+}
+
 /* Parse s into a document or raise "<who>: ..." (nothing leaks). */
 static xmlDocPtr safe_parse(lua_State *L, const char *s, size_t n, const char *who)
 {
     char msg[300];
-    if (n > ESB_LMOD_MAX_INPUT)
-        esb__lmod_error(L, "%s: input of %zu bytes is larger than %zu", who, n, ESB_LMOD_MAX_INPUT);
+    check_size(L, n, who);
     enum esb_xml_fail fail;
     xmlDocPtr doc =
         esb_xml_parse(s, n, XML_PARSE_NOCDATA | XML_PARSE_BIG_LINES, &fail, msg, sizeof(msg));
@@ -165,9 +171,7 @@ static int l_parse(lua_State *L)
     const char *s = luaL_checklstring(L, 1, &n);
     esb__lmod_check_opts(L, 2, "esb.xml.parse");
     int keep = esb__lmod_opt_bool(L, 2, "keep_blanks", 0, "esb.xml.parse");
-    if (n > ESB_LMOD_MAX_INPUT)
-        esb__lmod_error(L, "esb.xml.parse: input of %zu bytes is larger than %zu", n,
-                        ESB_LMOD_MAX_INPUT);
+    check_size(L, n, "esb.xml.parse");
     struct sax_run r = {.h = {.start = sax_start, .end = sax_end, .text = sax_text},
                         .g = log_new(L, keep, 0, n + n / 2)};
     r.h.ud = &r;
