@@ -65,22 +65,12 @@ static int all_digits(const char *s, size_t n)
 static void push_int(lua_State *L, const struct field *f, const char *s, size_t n)
 {
     char tmp[32];
-    lua_Integer v = 0;
-    int neg = n && s[0] == '-', sign = n && (s[0] == '-' || s[0] == '+');
-    int good = all_digits(s + sign, n - (size_t)sign);
-    for (size_t i = (size_t)sign; good && i < n; i++) {
-        int d = s[i] - '0';
-        if (v > (INT64_MAX - d) / 10) {
-            good = 0; /* would overflow: never compute it (UB) */
-            break;
-        }
-        v = v * 10 + d;
-    }
-    if (!good) {
+    lua_Integer v;
+    if (esb__lmod_parse_int(s, n, &v) != 0) {
         snprintf(tmp, sizeof(tmp), "%.*s", (int)(n < 24 ? n : 24), s);
         esb__lmod_error(L, "%s: field %s: '%s' is not an integer", WHO, f->name, tmp);
     }
-    lua_pushinteger(L, neg ? -v : v);
+    lua_pushinteger(L, v);
 }
 
 /* Push the decimal in s (digits with an optional point; without one the

@@ -22,6 +22,7 @@ const struct esb_lua_module esb_lua_modules[] = {
     {"log", esb_luaopen_log},
     {"uuid", esb_luaopen_uuid},
     {"time", esb_luaopen_time},
+    {"num", esb_luaopen_num},
     {"canonical", esb_luaopen_canonical},
     {NULL, NULL},
 };

@@ -17,6 +17,7 @@ int esb_luaopen_fixed(struct lua_State *L);     /* fixed-width records from a fi
 int esb_luaopen_log(struct lua_State *L);       /* esb.log.info(...) etc. */
 int esb_luaopen_uuid(struct lua_State *L);      /* esb.uuid.v7() */
 int esb_luaopen_time(struct lua_State *L);      /* ISO 8601 parse/format, offsets */
+int esb_luaopen_num(struct lua_State *L);       /* strict int/decimal from text */
 int esb_luaopen_canonical(struct lua_State *L); /* CloudEvents 1.0 structured events */
 
 struct esb_lua_module {

@@ -98,6 +98,10 @@ lua_Integer esb__lmod_sorted_keys(lua_State *L, int t, const char *what, const c
 void esb__lmod_check_opts(lua_State *L, int idx, const char *who);
 
 /* ---- shared between modules ---- */
+/* esb.num (lua_num.c): the integer in s[0..n) - an optional sign and
+ * decimal digits, nothing else - into *out: 0, -1 bad syntax (nothing
+ * stored), -2 outside the 64-bit range. */
+int esb__lmod_parse_int(const char *s, size_t n, lua_Integer *out);
 /* esb.json: the null sentinel (a light userdata) and the array marker. */
 void esb__lmod_json_push_null(lua_State *L);
 int esb__lmod_json_is_null(lua_State *L, int idx);

@@ -10,10 +10,10 @@
 -- (f:int(q, "Quantity", "Line[2]/")): no string is built unless it fails.
 local M = {}
 M.__index = M
-local byte, find, format, match = string.byte, string.find, string.format, string.match
-local error, pairs, pcall, setmetatable, tonumber, tostring, type =
-  error, pairs, pcall, setmetatable, tonumber, tostring, type
-local tointeger, floor = math.tointeger, math.floor
+local byte, format, match = string.byte, string.format, string.match
+local error, pairs, pcall, setmetatable, tostring, type = error, pairs, pcall, setmetatable, tostring, type
+local floor = math.floor
+local int, decimal = esb.num.int, esb.num.decimal -- strict: no hex, exponents, inf or nan
 local time_parse, time_format = esb.time.parse, esb.time.format
 
 -- A converter whose errors name the script `who`.
@@ -58,24 +58,24 @@ M.req = req
 function M:num(v, what, pre)
   local s = opt(self, v)
   if s == nil then return nil end
-  if not (find(s, "^[+-]?%d+%.?%d*$") or find(s, "^[+-]?%.%d+$")) then
-    fail(self, pre, what, "'%s' is not a number", s)
+  local n, why = decimal(s)
+  if n == nil then
+    fail(self, pre, what, why == "out of range" and "'%s' is out of range" or "'%s' is not a number", s)
   end
-  return tonumber(s) + 0.0
+  return n
 end
 
 -- An integer (optional sign, leading zeros fine); nil if absent.
 function M:int(v, what, pre)
   local s = opt(self, v)
   if s == nil then return nil end
-  if not find(s, "^[+-]?%d+$") then fail(self, pre, what, "'%s' is not an integer", s) end
-  local n = tointeger(tonumber(s))
-  if n == nil then fail(self, pre, what, "'%s' is out of range", s) end
+  local n, why = int(s)
+  if n == nil then
+    fail(self, pre, what, why == "out of range" and "'%s' is out of range" or "'%s' is not an integer", s)
+  end
   return n
 end
 
--- An ISO 8601 date or date-time (no offset = UTC) as RFC 3339 UTC with
--- milliseconds, e.g. "2024-05-01T07:30:00.000Z"; nil if absent.
 function M:time(v, what, pre)
   local s = opt(self, v)
   if s == nil then return nil end

@@ -210,8 +210,8 @@ static int dostring(lua_State *L, const char *code)
 
 static void test_table(void)
 {
-    static const char *const want[] = {"json", "xml",  "re",   "csv",      "fixed",
-                                       "log",  "uuid", "time", "canonical"};
+    static const char *const want[] = {"json", "xml",  "re",   "csv", "fixed",
+                                       "log",  "uuid", "time", "num", "canonical"};
     size_t n = 0;
     while (esb_lua_modules[n].name) n++;
     ok(n == ESB_ARRAY_LEN(want), "esb_lua_modules lists %zu modules", n);
