@@ -24,7 +24,7 @@ local WHO = "legacy_order_xml"
 local PO = "urn:acme:po:1"
 local f = require("lib.fields").new(WHO)
 local error, format, ipairs = error, string.format, ipairs
-local parse, array, index, text = esb.xml.parse, esb.json.array, xmlx.index, xmlx.text
+local parse, array, index, texts, text = esb.xml.parse, esb.json.array, xmlx.index, xmlx.texts, xmlx.text
 
 -- The text of element e, or nil.
 local function text_of(e)
@@ -33,12 +33,12 @@ local function text_of(e)
 end
 
 local function line_of(e, i)
-  local k = index(e, PO)
+  local t = texts(e, PO)
   local where = format("Line[%d]/", i)
   return {
-    sku = f:req(text_of(k.Sku), "Sku", where),
-    qty = f:int(f:req(text_of(k.Quantity), "Quantity", where), "Quantity", where),
-    unit_price = f:num(f:req(text_of(k.UnitPrice), "UnitPrice", where), "UnitPrice", where),
+    sku = f:req(t.Sku, "Sku", where),
+    qty = f:req_int(t.Quantity, "Quantity", where),
+    unit_price = f:req_num(t.UnitPrice, "UnitPrice", where),
   }
 end
 
@@ -62,13 +62,13 @@ function transform(msg)
   end
   if #lines == 0 then error(WHO .. ": field 'Lines' holds no Line", 0) end
 
-  local ordered_at = f:time(f:req(po.attrs.orderDate, "@orderDate"), "@orderDate")
+  local ordered_at = f:req_time(po.attrs.orderDate, "@orderDate")
   local order_id = f:req(po.attrs.orderNumber, "@orderNumber")
   local data = {
     order_id = order_id,
     customer = {
       id = f:req(cust.attrs.id, "Customer/@id"),
-      name = f:opt(text_of(index(cust, PO).Name)),
+      name = f:opt(texts(cust, PO).Name),
     },
     currency = f:req(text_of(k.Currency), "Currency"),
     total = f:num(text_of(k.Total), "Total") or f.cents(sum),

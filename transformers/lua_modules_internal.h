@@ -121,6 +121,7 @@ int esb__lmod_xml_text(lua_State *L);
 int esb__lmod_xml_find(lua_State *L);
 int esb__lmod_xml_find_all(lua_State *L);
 int esb__lmod_xml_index(lua_State *L);
+int esb__lmod_xml_texts(lua_State *L);
 int esb__lmod_xml_serialize_fn(lua_State *L);
 void esb__lmod_xml_serialize(lua_State *L, int node, int decl, int pretty, struct esb__lmod_buf *b);
 

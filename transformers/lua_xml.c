@@ -431,6 +431,7 @@ int esb_luaopen_xml(lua_State *L)
                                    {"find", esb__lmod_xml_find},
                                    {"find_all", esb__lmod_xml_find_all},
                                    {"index", esb__lmod_xml_index},
+                                   {"texts", esb__lmod_xml_texts},
                                    {"xpath", l_xpath},
                                    {"xpath_nodes", l_xpath_nodes},
                                    {"serialize", esb__lmod_xml_serialize_fn},

@@ -71,32 +71,74 @@ int esb__lmod_xml_text(lua_State *L)
     return 1;
 }
 
-/* index(e [, ns]): {name = the first child element named so} over the
- * children of e whose ns field equals ns (nil: no ns field). */
-int esb__lmod_xml_index(lua_State *L)
+/* Push the text of the element at idx, as esb.xml.text gives it: a lone
+ * string child as it is (no copy), none "", else the concatenation. */
+static void push_text(lua_State *L, int node, const char *who)
+{
+    int top = lua_gettop(L);
+    lua_Integer n = get_children(L, node);
+    if (n == 0) {
+        lua_settop(L, top);
+        lua_pushliteral(L, "");
+        return;
+    }
+    if (n == 1 && lua_rawgeti(L, top + 1, 1) == LUA_TSTRING) {
+        lua_remove(L, top + 1);
+        return;
+    }
+    lua_settop(L, top);
+    struct esb__lmod_buf b;
+    size_t visits = 0;
+    esb__lmod_buf_init(L, &b, ESB_LMOD_MAX_OUTPUT, who);
+    text_of(L, node, &b, 0, &visits);
+    esb__lmod_buf_push(&b);
+    lua_remove(L, top + 1); /* the buffer's slot */
+}
+
+/* index(e [, ns]) / texts(e [, ns]): {name = the first child element named
+ * so, or its text} over the children of e whose ns field equals ns (nil: no
+ * ns field). The field names are pushed once, not looked up per child. */
+static int index_children(lua_State *L, int texts)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);
-    lua_createtable(L, 0, 4);           /* 3 */
-    lua_Integer n = get_children(L, 1); /* 4 */
+    lua_pushliteral(L, "ns");           /* 3 */
+    lua_pushliteral(L, "name");         /* 4 */
+    lua_createtable(L, 0, 4);           /* 5: the result */
+    lua_Integer n = get_children(L, 1); /* 6 */
     for (lua_Integer i = 1; i <= n; i++) {
-        if (lua_rawgeti(L, 4, i) == LUA_TTABLE) { /* 5 */
-            lua_getfield(L, 5, "ns");
+        if (lua_rawgeti(L, 6, i) == LUA_TTABLE) { /* 7 */
+            lua_pushvalue(L, 3);
+            lua_gettable(L, 7);
             int same = lua_rawequal(L, -1, 2);
             lua_pop(L, 1);
-            if (same && lua_getfield(L, 5, "name") == LUA_TSTRING) { /* 6 */
-                lua_pushvalue(L, 6);
-                if (lua_rawget(L, 3) == LUA_TNIL) {
-                    lua_pushvalue(L, 6);
-                    lua_pushvalue(L, 5);
-                    lua_rawset(L, 3);
+            lua_pushvalue(L, 4);
+            if (same && lua_gettable(L, 7) == LUA_TSTRING) { /* 8 */
+                lua_pushvalue(L, 8);
+                if (lua_rawget(L, 5) == LUA_TNIL) {
+                    lua_pushvalue(L, 8);
+                    if (texts)
+                        push_text(L, 7, "esb.xml.texts");
+                    else
+                        lua_pushvalue(L, 7);
+                    lua_rawset(L, 5);
                 }
             }
         }
-        lua_settop(L, 4);
+        lua_settop(L, 6);
     }
-    lua_settop(L, 3);
+    lua_settop(L, 5);
     return 1;
+}
+
+int esb__lmod_xml_index(lua_State *L)
+{
+    return index_children(L, 0);
+}
+
+int esb__lmod_xml_texts(lua_State *L)
+{
+    return index_children(L, 1);
 }
 
 struct find {

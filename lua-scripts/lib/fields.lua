@@ -6,6 +6,8 @@
 --   local f = require("lib.fields").new("my_script")
 --   f:req(text, "name")  f:opt(text)  f:num(text, "name")  f:int(text, "name")
 --   f:time(text, "name")  f.cents(x)
+-- num, int and time answer nil for absent or blank text; req_num, req_int
+-- and req_time raise "is missing or empty" instead (one call, not two).
 -- Every "name" may be followed by a prefix for the error message only
 -- (f:int(q, "Quantity", "Line[2]/")): no string is built unless it fails.
 local M = {}
@@ -53,11 +55,8 @@ local function req(self, v, what, pre)
 end
 M.req = req
 
--- A decimal number written with a '.' (no thousands separators) as a
--- float; nil if absent.
-function M:num(v, what, pre)
-  local s = opt(self, v)
-  if s == nil then return nil end
+-- The conversions of trimmed, present text s.
+local function to_num(self, s, what, pre)
   local n, why = decimal(s)
   if n == nil then
     fail(self, pre, what, why == "out of range" and "'%s' is out of range" or "'%s' is not a number", s)
@@ -65,10 +64,7 @@ function M:num(v, what, pre)
   return n
 end
 
--- An integer (optional sign, leading zeros fine); nil if absent.
-function M:int(v, what, pre)
-  local s = opt(self, v)
-  if s == nil then return nil end
+local function to_int(self, s, what, pre)
   local n, why = int(s)
   if n == nil then
     fail(self, pre, what, why == "out of range" and "'%s' is out of range" or "'%s' is not an integer", s)
@@ -76,13 +72,32 @@ function M:int(v, what, pre)
   return n
 end
 
-function M:time(v, what, pre)
-  local s = opt(self, v)
-  if s == nil then return nil end
+local function to_time(self, s, what, pre)
   local good, ms = pcall(time_parse, s)
   if not good then fail(self, pre, what, "'%s' is not an ISO 8601 date or time", s) end
   return time_format(ms)
 end
+
+-- Each conversion: nil when v is absent or blank (M.x), or an error (M.req_x).
+local function typed(conv)
+  return function(self, v, what, pre)
+    local s = opt(self, v)
+    if s == nil then return nil end
+    return conv(self, s, what, pre)
+  end, function(self, v, what, pre)
+    local s = opt(self, v)
+    if s == nil then fail(self, pre, what, "is missing or empty") end
+    return conv(self, s, what, pre)
+  end
+end
+
+-- A decimal number written with a '.' (no thousands separators) as a float.
+M.num, M.req_num = typed(to_num)
+-- An integer (optional sign, leading zeros fine).
+M.int, M.req_int = typed(to_int)
+-- An ISO 8601 date or date-time (no offset = UTC) as RFC 3339 UTC with
+-- milliseconds, e.g. "2024-05-01T07:30:00.000Z".
+M.time, M.req_time = typed(to_time)
 
 -- A money amount rounded to cents (sums of floats such as 0.1 + 0.2).
 function M.cents(x)

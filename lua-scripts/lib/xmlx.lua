@@ -47,6 +47,9 @@ end
 -- The child elements of e in namespace ns by local name (the first of each
 -- name), for elements read field by field: one pass instead of one per field.
 M.index = esb.xml.index
+-- The same, with the text of each element instead of the element (a record's
+-- leaf fields in one call).
+M.texts = esb.xml.texts
 
 -- The only child element of e (text between elements is ignored), or nil
 -- and a reason.

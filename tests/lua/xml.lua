@@ -224,6 +224,23 @@ ok(next(xml.index({name = "e"})) == nil and next(xml.index({name = "e", children
    "index: no children, or only text, give an empty table")
 ok(raises(xml.index, "x"), "index: a node table is required")
 
+-- texts: the same selection, each element's text (what xml.text gives)
+local tx = xml.parse('<o xmlns="urn:o"><a>1</a><b/><a>2</a><m>x<i>y</i>z</m><c xmlns="urn:c">c</c>' ..
+                     '<n>a<!-- c -->b</n><e><![CDATA[<&>]]></e></o>')
+local tt = xml.texts(tx, "urn:o")
+ok(tt.a == "1" and tt.b == "" and tt.m == "xyz" and tt.c == nil, "texts: first of each name, empty, mixed content")
+ok(tt.n == "ab" and tt.e == "<&>", "texts: text split by a comment is joined; CDATA is text")
+for name, e in pairs(xml.index(tx, "urn:o")) do
+  ok(tt[name] == xml.text(e), "texts: " .. name .. " equals text(index()." .. name .. ")")
+end
+ok(xml.texts(tx, "urn:c").c == "c" and next(xml.texts(tx)) == nil, "texts: by namespace; nil ns: none here")
+ok(xml.texts({name = "r", children = {{name = "n", children = {5}}}}).n == "5", "texts: a number child is text")
+ok(raises(xml.texts, "x"), "texts: a node table is required")
+local deep = {name = "r", children = {}}
+deep.children[1] = {name = "loop", children = {deep}}
+local e = raises(xml.texts, deep)
+ok(e and e:find("esb.xml.texts: nesting deeper than", 1, true), "texts: a table cycle is an error naming texts: " .. tostring(e))
+
 -- The push parser sees the encoding only in the first bytes: a UTF-16
 -- document (with a BOM) parses as the pull parser did; tiny inputs work.
 local function utf16le(s)
