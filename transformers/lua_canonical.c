@@ -89,20 +89,50 @@ static void copy_str(lua_State *L, int opts, int ev, const char *k, int required
     lua_setfield(L, ev, k);
 }
 
-/* Build an event from the attribute table at opts; pushes it. */
-static void build(lua_State *L, int opts, const char *who)
+/* The attributes event(), from_msg() and message() take. */
+static const char *const args[] = {"type",    "source",          "data",       "id",         "time",
+                                   "subject", "datacontenttype", "dataschema", "extensions", NULL};
+
+/* Every key of the table at opts must be in args. */
+static void check_args(lua_State *L, int opts, const char *who)
 {
-    static const char *const allowed[] = {
-        "type",    "source",          "data",       "id",         "time",
-        "subject", "datacontenttype", "dataschema", "extensions", NULL};
-    luaL_checkstack(L, 8, "out of stack space");
     lua_pushnil(L);
     while (lua_next(L, opts)) {
         lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING || !in_list(allowed, lua_tostring(L, -1)))
+        if (lua_type(L, -1) != LUA_TSTRING || !in_list(args, lua_tostring(L, -1)))
             esb__lmod_error(L, "%s: unknown attribute '%s' (extensions go in extensions={...})",
                             who, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?");
     }
+}
+
+/* Push the event's time from the attribute value at idx (nil: now;
+ * integer: ms since the epoch; string: an RFC 3339 time, kept as given). */
+static void push_time(lua_State *L, int idx, const char *who)
+{
+    idx = lua_absindex(L, idx);
+    int t = lua_type(L, idx);
+    if (t == LUA_TNIL) {
+        push_now_iso(L);
+    } else if (t == LUA_TNUMBER && lua_isinteger(L, idx)) {
+        char iso[40];
+        if (esb__lmod_time_iso((int64_t)lua_tointeger(L, idx), 0, iso))
+            esb__lmod_error(L, "%s: time is out of range", who);
+        lua_pushstring(L, iso);
+    } else {
+        int64_t ms;
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        if (t != LUA_TSTRING || esb__lmod_time_parse(s, n, &ms))
+            esb__lmod_error(L, "%s: time must be ms since the epoch or an RFC 3339 string", who);
+        lua_pushvalue(L, idx);
+    }
+}
+
+/* Build an event from the attribute table at opts; pushes it. */
+static void build(lua_State *L, int opts, const char *who)
+{
+    luaL_checkstack(L, 8, "out of stack space");
+    check_args(L, opts, who);
     lua_createtable(L, 0, 10);
     int ev = lua_gettop(L);
     lua_pushliteral(L, "1.0");
@@ -118,22 +148,8 @@ static void build(lua_State *L, int opts, const char *who)
     copy_str(L, opts, ev, "source", 1, who);
     copy_str(L, opts, ev, "type", 1, who);
     copy_str(L, opts, ev, "subject", 0, who);
-    int t = lua_getfield(L, opts, "time");
-    if (t == LUA_TNIL) {
-        push_now_iso(L);
-    } else if (t == LUA_TNUMBER && lua_isinteger(L, -1)) {
-        char iso[40];
-        if (esb__lmod_time_iso((int64_t)lua_tointeger(L, -1), 0, iso))
-            esb__lmod_error(L, "%s: time is out of range", who);
-        lua_pushstring(L, iso);
-    } else {
-        int64_t ms;
-        size_t n;
-        const char *s = lua_tolstring(L, -1, &n);
-        if (t != LUA_TSTRING || esb__lmod_time_parse(s, n, &ms))
-            esb__lmod_error(L, "%s: time must be ms since the epoch or an RFC 3339 string", who);
-        lua_pushvalue(L, -1);
-    }
+    lua_getfield(L, opts, "time");
+    push_time(L, -1, who);
     lua_setfield(L, ev, "time");
     lua_pop(L, 1);
     if (lua_getfield(L, opts, "datacontenttype") == LUA_TNIL) {
@@ -145,7 +161,7 @@ static void build(lua_State *L, int opts, const char *who)
     copy_str(L, opts, ev, "dataschema", 0, who);
     lua_getfield(L, opts, "data");
     lua_setfield(L, ev, "data");
-    t = lua_getfield(L, opts, "extensions");
+    int t = lua_getfield(L, opts, "extensions");
     if (t == LUA_TTABLE) {
         lua_pushnil(L);
         while (lua_next(L, -2)) {
@@ -402,6 +418,101 @@ static int l_to_msg(lua_State *L)
     return 1;
 }
 
+/* Push attrs[k] (raw, as from_msg's copy of attrs reads it). */
+static int raw_field(lua_State *L, int t, const char *k)
+{
+    lua_pushstring(L, k);
+    return lua_rawget(L, t);
+}
+
+/* The string attribute k at idx as copy_str checks it: nil is absent
+ * (an error when required), anything but a (non-empty, when required)
+ * string an error. */
+static void check_str(lua_State *L, int idx, const char *k, int required, const char *who)
+{
+    int t = lua_type(L, idx);
+    if (t == LUA_TNIL && required)
+        esb__lmod_error(L, "%s: %s is required (a non-empty string)", who, k);
+    if (t != LUA_TNIL && (t != LUA_TSTRING || (required && lua_rawlen(L, idx) == 0)))
+        esb__lmod_error(L, "%s: %s must be a%s string", who, k, required ? " non-empty" : "");
+}
+
+/* message() in the usual case - attrs give data and no extensions table -
+ * encoded straight from msg (1) and attrs (2), without the intermediate
+ * tables of from_msg and build: the same checks in the same order, the
+ * same messages and bytes (tests/lua/canonical.lua compares both paths).
+ * Pushes the event's JSON text and returns 1, or returns 0 with the stack
+ * as it was for any other call. */
+static int encode_direct(lua_State *L, const char *who)
+{
+    static const struct {
+        const char *header, *ext; /* in extension name order */
+    } hx[] = {{"correlation-id", "correlationid"},
+              {"traceparent", "traceparent"},
+              {"tracestate", "tracestate"}};
+    luaL_checkstack(L, 24, "out of stack space");
+    int uncommon = raw_field(L, 2, "extensions") != LUA_TNIL || raw_field(L, 2, "data") == LUA_TNIL;
+    lua_settop(L, 2);
+    if (uncommon) return 0;
+    check_args(L, 2, who);
+    /* 3 id: attrs.id, else msg.id when a string, else a new UUID */
+    if (raw_field(L, 2, "id") == LUA_TNIL) {
+        lua_pop(L, 1);
+        if (lua_getfield(L, 1, "id") != LUA_TSTRING) {
+            lua_pop(L, 1);
+            push_uuid(L);
+        }
+    }
+    check_str(L, 3, "id", 1, who);
+    raw_field(L, 2, "source"); /* 4 */
+    check_str(L, 4, "source", 1, who);
+    raw_field(L, 2, "type"); /* 5 */
+    check_str(L, 5, "type", 1, who);
+    raw_field(L, 2, "subject"); /* 6 */
+    check_str(L, 6, "subject", 0, who);
+    raw_field(L, 2, "time");
+    push_time(L, 7, who);                                 /* 8 */
+    lua_replace(L, 7);                                    /* 7 */
+    if (raw_field(L, 2, "datacontenttype") == LUA_TNIL) { /* 8 */
+        lua_pop(L, 1);
+        lua_pushliteral(L, "application/json");
+    }
+    check_str(L, 8, "datacontenttype", 0, who);
+    raw_field(L, 2, "dataschema"); /* 9 */
+    check_str(L, 9, "dataschema", 0, who);
+    raw_field(L, 2, "data");       /* 10 */
+    lua_pushliteral(L, "1.0");     /* 11 */
+    lua_getfield(L, 1, "headers"); /* 12 */
+    int ext0 = 13, hdrs = lua_type(L, 12) == LUA_TTABLE;
+    for (size_t i = 0; i < ESB_ARRAY_LEN(hx); i++) /* 13..15: nil or the header */
+        if (!hdrs || lua_getfield(L, 12, hx[i].header) != LUA_TSTRING) {
+            if (hdrs) lua_pop(L, 1);
+            lua_pushnil(L);
+        }
+
+    struct esb__lmod_json_opts o = {.sort_keys = 1, .pretty = 0, .max_depth = 64};
+    struct esb__lmod_buf b;
+    int first = 1;
+    esb__lmod_buf_init(L, &b, ESB_LMOD_MAX_OUTPUT, who);
+    esb__lmod_buf_addc(&b, '{');
+    member(L, &b, &first, "specversion", 11, &o);
+    member(L, &b, &first, "id", 3, &o);
+    member(L, &b, &first, "source", 4, &o);
+    member(L, &b, &first, "type", 5, &o);
+    if (!lua_isnil(L, 6)) member(L, &b, &first, "subject", 6, &o);
+    member(L, &b, &first, "time", 7, &o);
+    member(L, &b, &first, "datacontenttype", 8, &o);
+    if (!lua_isnil(L, 9)) member(L, &b, &first, "dataschema", 9, &o);
+    for (int i = 0; i < (int)ESB_ARRAY_LEN(hx); i++)
+        if (!lua_isnil(L, ext0 + i)) member(L, &b, &first, hx[i].ext, ext0 + i, &o);
+    if (!lua_isnil(L, 10)) member(L, &b, &first, "data", 10, &o);
+    esb__lmod_buf_addc(&b, '}');
+    esb__lmod_buf_push(&b);
+    lua_replace(L, 3);
+    lua_settop(L, 3);
+    return 1;
+}
+
 /* message(msg, attrs): to_msg(from_msg(msg, attrs), {id = msg.id, headers
  * = msg.headers}) without checking the event twice. */
 static int l_message(lua_State *L)
@@ -410,8 +521,12 @@ static int l_message(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
-    from_msg(L, who);         /* 3 */
-    encode(L, 3, who, 1);     /* 4 */
+    if (encode_direct(L, who)) { /* 3: the text */
+        lua_pushvalue(L, 3);     /* 4 */
+    } else {
+        from_msg(L, who);     /* 3 */
+        encode(L, 3, who, 1); /* 4 */
+    }
     lua_createtable(L, 0, 4); /* 5 */
     lua_getfield(L, 1, "id");
     lua_setfield(L, 5, "id");

@@ -105,6 +105,16 @@ local cases = {
    {type = "t", source = "/s", time = 0, id = "own", extensions = {zz = 1, aa = true}}},
   {{id = "m3", body = "raw", headers = {}},
    {type = "t", source = "/s", time = "2024-05-01T00:00:00Z", data = {n = 1}, dataschema = "urn:x"}},
+  -- data given, no extensions table: message() encodes these directly
+  {{id = "m4", body = "x", headers = {["correlation-id"] = "c-1", traceparent = "00-a-b-01", tracestate = "k=v"}},
+   {type = "t", source = "/s", time = 1714564800123, data = {z = {1, 2}, a = "\"q\"\n", m = esb.json.null}}},
+  {{id = "m5", body = "x", headers = {tracestate = "only", ["correlation-id"] = 7}},
+   {type = "t", source = "/s", time = "2024-05-01T12:00:00.5+02:00", data = "text", subject = "s",
+    datacontenttype = "text/plain", dataschema = "urn:s", id = "own"}},
+  {{id = 42, body = "x"}, {type = "t", source = "/s", id = "given", time = 0, data = 1.5}},
+  {{id = "m7", body = "x", headers = "not a table"}, {type = "t", source = "/s", time = 0, data = false}},
+  {{id = "m8", body = "x", headers = {}}, setmetatable({type = "t", source = "/s", time = 0, data = {}},
+   {__index = {subject = "not seen: attributes are read raw"}})},
 }
 for i, c in ipairs(cases) do
   local got = ce.message(c[1], c[2])
@@ -113,6 +123,24 @@ for i, c in ipairs(cases) do
      got.content_type == want.content_type,
      "message: the same as to_msg(from_msg(...)), case " .. i .. ": " .. got.body)
 end
+-- the direct path refuses what from_msg + encode refuse, with the same words
+local m0 = {id = "m", body = "b", headers = {}}
+for i, bad in ipairs({
+  {source = "/s", data = 1}, {type = "t", data = 1}, {type = "", source = "/s", data = 1},
+  {type = "t", source = "/s", data = 1, bogus = 1}, {type = "t", source = "/s", data = 1, [5] = 1},
+  {type = "t", source = "/s", data = 1, id = 5}, {type = "t", source = "/s", data = 1, id = ""},
+  {type = "t", source = "/s", data = 1, subject = 1}, {type = "t", source = "/s", data = 1, time = "yesterday"},
+  {type = "t", source = "/s", data = 1, time = 1.5}, {type = "t", source = "/s", data = 1, time = 2^62 // 1},
+  {type = "t", source = "/s", data = 1, datacontenttype = {}}, {type = "t", source = "/s", data = 1, dataschema = 0},
+  {type = "t", source = "/s", data = {f = print}}, {type = "t", source = "/s", data = "\xff"},
+}) do
+  local got = raises(ce.message, m0, bad)
+  local want = raises(function() return ce.to_msg(ce.from_msg(m0, bad)) end)
+  ok(got and want and got:gsub("^.-esb%.canonical%.[%w_]+", "") == want:gsub("^.-esb%.canonical%.[%w_]+", ""),
+     "message: refuses bad case " .. i .. " like from_msg: " .. tostring(got))
+end
+local noid = ce.message({body = "x"}, {type = "t", source = "/s", time = 0, data = 1})
+ok(esb.json.decode(noid.body).id:find("^%x+%-%x+%-7%x+%-"), "message: no id anywhere: a new UUIDv7")
 ok(raises(ce.message, {id = "m", body = "b", headers = {}}, {source = "/s"}):find(
    "esb.canonical.message: type is required", 1, true), "message: a missing type is an error naming message")
 ok(raises(ce.message, {id = "m", body = "b", headers = {}}, {type = "t", source = "/s", extensions = {["Bad"] = 1}}):find(
