@@ -3,8 +3,9 @@
  * Lua's tonumber accepts hexadecimal, exponents, "inf", "nan" and spaces
  * around the digits, which a legacy field must not contain; a pattern check
  * before it costs a transform several Lua calls per field. These functions
- * accept exactly the decimal notation and answer like tonumber: the value,
- * or nil and why. */
+ * accept exactly the decimal notation - blanks around it ignored, as
+ * tonumber does - and answer like tonumber: the value, or nil and why
+ * ("empty" for nil or blank text, so a caller tells missing from bad). */
 #include "config.h"
 
 #include "lua_modules.h"
@@ -38,6 +39,27 @@ int esb__lmod_parse_int(const char *s, size_t n, lua_Integer *out)
     return 0;
 }
 
+static int blank(char c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r'); /* Lua's %s: space, \t \n \v \f \r */
+}
+
+/* Argument 1 as text without the blanks around it (a number is read as its
+ * text); NULL and why (pushed: nil and the reason) when it has none. */
+static const char *arg_text(lua_State *L, size_t *n, const char *bad)
+{
+    int t = lua_type(L, 1);
+    const char *s = t == LUA_TSTRING || t == LUA_TNUMBER ? lua_tolstring(L, 1, n) : NULL;
+    if (s) {
+        while (*n && blank(s[0])) s++, (*n)--;
+        while (*n && blank(s[*n - 1])) (*n)--;
+        if (*n) return s;
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, t == LUA_TNIL || s ? "empty" : bad);
+    return NULL;
+}
+
 /* [+-]? digits [. digits?] | [+-]? . digits */
 static int decimal_syntax(const char *s, size_t n)
 {
@@ -57,7 +79,8 @@ static int decimal_syntax(const char *s, size_t n)
 static int l_int(lua_State *L)
 {
     size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
+    const char *s = arg_text(L, &n, "not an integer");
+    if (!s) return 2;
     lua_Integer v;
     int rc = esb__lmod_parse_int(s, n, &v);
     if (rc == 0) {
@@ -72,14 +95,16 @@ static int l_int(lua_State *L)
 static int l_decimal(lua_State *L)
 {
     size_t n;
-    const char *s = luaL_checklstring(L, 1, &n); /* NUL-terminated, no NUL inside once checked */
+    const char *s = arg_text(L, &n, "not a decimal number");
+    if (!s) return 2;
     if (!decimal_syntax(s, n)) {
         lua_pushnil(L);
         lua_pushstring(L, "not a decimal number");
         return 2;
     }
     /* strtod is what Lua's tonumber uses; esbd never calls setlocale, so '.'
-     * is the decimal point. */
+     * is the decimal point. It stops at the end of the checked text: a NUL
+     * or a blank follows it. */
     errno = 0;
     double d = strtod(s, NULL);
     if (errno == ERANGE && isinf(d)) {

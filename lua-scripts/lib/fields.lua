@@ -55,49 +55,45 @@ local function req(self, v, what, pre)
 end
 M.req = req
 
--- The conversions of trimmed, present text s.
-local function to_num(self, s, what, pre)
-  local n, why = decimal(s)
-  if n == nil then
-    fail(self, pre, what, why == "out of range" and "'%s' is out of range" or "'%s' is not a number", s)
+-- Numbers: esb.num converts (ignoring blanks around the text) and answers
+-- nil, "empty" for absent or blank text; the error path alone trims.
+local function number(conv, bad)
+  local function failed(self, v, why, what, pre, required)
+    if why == "empty" then
+      if required then fail(self, pre, what, "is missing or empty") end
+      return nil
+    end
+    fail(self, pre, what, why == "out of range" and "'%s' is out of range" or bad, opt(self, v))
   end
-  return n
+  return function(self, v, what, pre)
+    local n, why = conv(v)
+    if n ~= nil then return n end
+    return failed(self, v, why, what, pre, false)
+  end, function(self, v, what, pre)
+    local n, why = conv(v)
+    if n ~= nil then return n end
+    return failed(self, v, why, what, pre, true)
+  end
 end
 
-local function to_int(self, s, what, pre)
-  local n, why = int(s)
-  if n == nil then
-    fail(self, pre, what, why == "out of range" and "'%s' is out of range" or "'%s' is not an integer", s)
-  end
-  return n
-end
+-- A decimal number written with a '.' (no thousands separators) as a float.
+M.num, M.req_num = number(decimal, "'%s' is not a number")
+-- An integer (optional sign, leading zeros fine).
+M.int, M.req_int = number(int, "'%s' is not an integer")
 
-local function to_time(self, s, what, pre)
+-- An ISO 8601 date or date-time (no offset = UTC) as RFC 3339 UTC with
+-- milliseconds, e.g. "2024-05-01T07:30:00.000Z".
+function M:time(v, what, pre)
+  local s = opt(self, v)
+  if s == nil then return nil end
   local good, ms = pcall(time_parse, s)
   if not good then fail(self, pre, what, "'%s' is not an ISO 8601 date or time", s) end
   return time_format(ms)
 end
 
--- Each conversion: nil when v is absent or blank (M.x), or an error (M.req_x).
-local function typed(conv)
-  return function(self, v, what, pre)
-    local s = opt(self, v)
-    if s == nil then return nil end
-    return conv(self, s, what, pre)
-  end, function(self, v, what, pre)
-    local s = opt(self, v)
-    if s == nil then fail(self, pre, what, "is missing or empty") end
-    return conv(self, s, what, pre)
-  end
+function M:req_time(v, what, pre)
+  return self:time(req(self, v, what, pre), what, pre)
 end
-
--- A decimal number written with a '.' (no thousands separators) as a float.
-M.num, M.req_num = typed(to_num)
--- An integer (optional sign, leading zeros fine).
-M.int, M.req_int = typed(to_int)
--- An ISO 8601 date or date-time (no offset = UTC) as RFC 3339 UTC with
--- milliseconds, e.g. "2024-05-01T07:30:00.000Z".
-M.time, M.req_time = typed(to_time)
 
 -- A money amount rounded to cents (sums of floats such as 0.1 + 0.2).
 function M.cents(x)
