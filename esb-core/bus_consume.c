@@ -231,10 +231,7 @@ int esb_bus_take(struct esb_bus *bus, const char *queue, uint64_t seq, struct es
         pthread_mutex_unlock(&bus->lock);
         return rc;
     }
-    if (e->state == ENT_READY)
-        esb__heap_remove(&q->ready, e->heap_idx);
-    else
-        esb__heap_remove(&q->waiting, e->heap_idx);
+    esb__queue_unlist(q, e);
     e->state = ENT_INFLIGHT;
     q->inflight++;
     return finish_take(bus, e, out);
@@ -280,7 +277,7 @@ static void queue_info(const struct queue *q, struct esb_queue_info *out)
     for (size_t i = 0; i < q->waiting.n; i++)
         if (((const struct ent *)q->waiting.items[i])->not_before <= now) due++;
     out->waiting = q->waiting.n - due + q->parked;
-    out->ready = q->ready.n + due;
+    out->ready = esb__queue_ready(q) + due;
     out->bytes = q->bytes;
 }
 

@@ -168,6 +168,7 @@ void esb__queue_free(struct queue *q)
         }
     }
     esb__u64map_free(&q->keys);
+    esb__ring_free(&q->fresh);
     esb__heap_free(&q->ready);
     esb__heap_free(&q->waiting);
     free(q->name);
@@ -177,7 +178,14 @@ void esb__queue_free(struct queue *q)
 void esb__queue_push_ready(struct queue *q, struct ent *e)
 {
     e->state = ENT_READY;
-    esb__heap_push(&q->ready, e);
+    if (e->seq > q->fresh_last) {
+        e->in_ring = 1;
+        e->ring_pos = esb__ring_push(&q->fresh, e);
+        q->fresh_last = e->seq;
+    } else {
+        e->in_ring = 0;
+        esb__heap_push(&q->ready, e);
+    }
 }
 
 void esb__queue_push_waiting(struct queue *q, struct ent *e)
@@ -190,10 +198,18 @@ struct ent *esb__queue_pop(struct queue *q, uint64_t now_ms)
 {
     struct ent *w = esb__heap_top(&q->waiting);
     struct ent *e = NULL;
-    if (w && w->not_before <= now_ms)
+    if (w && w->not_before <= now_ms) {
         e = esb__heap_pop(&q->waiting);
-    else
-        e = esb__heap_pop(&q->ready);
+    } else {
+        struct ent *f = esb__ring_first(&q->fresh), *h = esb__heap_top(&q->ready);
+        if (f && (!h || f->seq < h->seq)) {
+            esb__ring_pop(&q->fresh);
+            f->in_ring = 0;
+            e = f;
+        } else {
+            e = esb__heap_pop(&q->ready);
+        }
+    }
     if (e) {
         e->state = ENT_INFLIGHT;
         q->inflight++;
@@ -207,14 +223,29 @@ uint64_t esb__queue_next_due(const struct queue *q)
     return w ? w->not_before : UINT64_MAX;
 }
 
+void esb__queue_unlist(struct queue *q, struct ent *e)
+{
+    if (e->state == ENT_READY && e->in_ring) {
+        esb__ring_clear(&q->fresh, e->ring_pos);
+        e->in_ring = 0;
+    } else if (e->state == ENT_READY) {
+        esb__heap_remove(&q->ready, e->heap_idx);
+    } else if (e->state == ENT_WAITING) {
+        esb__heap_remove(&q->waiting, e->heap_idx);
+    }
+}
+
+size_t esb__queue_ready(const struct queue *q)
+{
+    return q->fresh.n + q->ready.n;
+}
+
 /* Take e out of whatever structure holds it (not the map). */
 static void ent_unlink(struct ent *e)
 {
     struct queue *q = e->q;
-    if (e->state == ENT_READY)
-        esb__heap_remove(&q->ready, e->heap_idx);
-    else if (e->state == ENT_WAITING)
-        esb__heap_remove(&q->waiting, e->heap_idx);
+    if (e->state == ENT_READY || e->state == ENT_WAITING)
+        esb__queue_unlist(q, e);
     else if (e->state == ENT_PARKED)
         q->parked--;
     else

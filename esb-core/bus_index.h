@@ -1,6 +1,7 @@
 /* bus_index.h - the small containers the bus indexes are built from: a
- * u64 -> pointer hash map, a string -> pointer hash map and an indexed
- * binary heap. Not thread-safe: the bus serialises access with its lock. */
+ * u64 -> pointer hash map, a string -> pointer hash map, an indexed
+ * binary heap and a FIFO ring. Not thread-safe: the bus serialises access
+ * with its lock. */
 #ifndef ESB_BUS_INDEX_H
 #define ESB_BUS_INDEX_H
 
@@ -46,5 +47,24 @@ void *esb__heap_top(const struct esb__heap *h);
 void *esb__heap_pop(struct esb__heap *h);
 void esb__heap_remove(struct esb__heap *h, size_t idx);
 void esb__heap_free(struct esb__heap *h);
+
+/* A FIFO of pointers at absolute positions: push at the tail, take at the
+ * head, and clear an item anywhere by its position (it becomes a hole the
+ * head skips). Items live in [head, tail); n counts those not cleared. */
+struct esb__ring {
+    void **items;
+    size_t cap; /* a power of two, or 0 */
+    uint64_t head, tail;
+    size_t n;
+};
+/* Append item (not NULL); returns its position. */
+uint64_t esb__ring_push(struct esb__ring *r, void *item);
+/* The first item (holes before it are dropped), or NULL when empty. */
+void *esb__ring_first(struct esb__ring *r);
+/* Remove the item esb__ring_first returned. */
+void esb__ring_pop(struct esb__ring *r);
+/* Clear the item at pos (pushed, not yet taken or cleared). */
+void esb__ring_clear(struct esb__ring *r, uint64_t pos);
+void esb__ring_free(struct esb__ring *r);
 
 #endif

@@ -51,8 +51,10 @@ struct ent {
     struct esb_msg *msg; /* the appended message, kept for its first consumer (a
                             reference, counted in bus->cache_bytes), or NULL */
     uint8_t state;
-    uint8_t pending; /* a committed-but-not-applied transaction resolves it */
-    size_t heap_idx; /* position in ready or waiting heap */
+    uint8_t pending;   /* a committed-but-not-applied transaction resolves it */
+    uint8_t in_ring;   /* READY in its queue's ring (else in the ready heap) */
+    size_t heap_idx;   /* position in ready or waiting heap */
+    uint64_t ring_pos; /* position in the ring */
 };
 
 /* The unresolved entries of one ordering key of a queue, by seq; only the
@@ -67,7 +69,13 @@ struct queue {
     char *name;
     struct esb__u64map keys; /* hash(ordering key) -> struct keylist* chain */
     uint64_t parked;
-    struct esb__u64map ents;  /* seq -> struct ent* */
+    struct esb__u64map ents; /* seq -> struct ent* */
+    /* READY entries: those put in seq order (new appends: nearly all) in
+     * a ring, taken in O(1) however long the backlog; the others (retries
+     * due, entries released again, recovery out of order) in a heap. The
+     * smaller seq of the two heads goes first. */
+    struct esb__ring fresh;
+    uint64_t fresh_last;      /* seq of the last entry put in fresh */
     struct esb__heap ready;   /* by seq */
     struct esb__heap waiting; /* by not_before, seq */
     uint64_t entries, inflight, bytes;
@@ -208,6 +216,10 @@ void esb__queue_push_ready(struct queue *q, struct ent *e);
 void esb__queue_push_waiting(struct queue *q, struct ent *e);
 /* Pop a due waiting entry, else the oldest ready one; NULL if none. */
 struct ent *esb__queue_pop(struct queue *q, uint64_t now_ms);
+/* Take a READY or WAITING entry out of its ring or heap (state unchanged). */
+void esb__queue_unlist(struct queue *q, struct ent *e);
+/* READY entries of q. */
+size_t esb__queue_ready(const struct queue *q);
 /* Earliest not_before among waiting entries, or UINT64_MAX. */
 uint64_t esb__queue_next_due(const struct queue *q);
 void esb__seglive_add(struct esb_bus *bus, uint32_t seg, int64_t entries, int64_t bytes);

@@ -249,3 +249,50 @@ void esb__heap_free(struct esb__heap *h)
     h->items = NULL;
     h->n = h->cap = 0;
 }
+
+/* ---- ring ---- */
+
+uint64_t esb__ring_push(struct esb__ring *r, void *item)
+{
+    if (r->tail - r->head == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        void **items = esb_malloc(cap * sizeof(*items));
+        for (uint64_t p = r->head; p < r->tail; p++)
+            items[p & (cap - 1)] = r->items[p & (r->cap - 1)];
+        free(r->items);
+        r->items = items;
+        r->cap = cap;
+    }
+    r->items[r->tail & (r->cap - 1)] = item;
+    r->n++;
+    return r->tail++;
+}
+
+void *esb__ring_first(struct esb__ring *r)
+{
+    if (!r->n) {
+        r->head = r->tail; /* only holes left */
+        return NULL;
+    }
+    while (!r->items[r->head & (r->cap - 1)]) r->head++;
+    return r->items[r->head & (r->cap - 1)];
+}
+
+void esb__ring_pop(struct esb__ring *r)
+{
+    r->items[r->head & (r->cap - 1)] = NULL;
+    r->head++;
+    r->n--;
+}
+
+void esb__ring_clear(struct esb__ring *r, uint64_t pos)
+{
+    r->items[pos & (r->cap - 1)] = NULL;
+    r->n--;
+}
+
+void esb__ring_free(struct esb__ring *r)
+{
+    free(r->items);
+    memset(r, 0, sizeof(*r));
+}

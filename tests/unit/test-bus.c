@@ -547,6 +547,82 @@ static void test_msg_cache(void)
     esb_bus_close(bus);
 }
 
+/* A backlog longer than the ready ring's first size, taken in seq order
+ * while entries are released out of order, one taken from the middle by
+ * seq, and the queue restarted. */
+static void test_ready_order(void)
+{
+    struct esb_bus *bus = open_bus(NULL);
+    struct esb_err err;
+    char body[16];
+    int okall = 1;
+    for (int i = 0; i < 300; i++) {
+        snprintf(body, sizeof(body), "m%03d", i);
+        okall &= append(bus, "ro", body) == 0;
+    }
+    ok(okall, "ready order: 300 appends");
+    struct esb_entry *held[10];
+    okall = 1;
+    for (int i = 0; i < 10; i++) {
+        snprintf(body, sizeof(body), "m%03d", i);
+        okall &= esb_bus_consume(bus, "ro", 0, &held[i]) == 0 && body_is(held[i], body);
+    }
+    ok(okall, "ready order: the first 10 in order");
+    /* released in the order 7, 2, 5: they come back before m010, by seq */
+    esb_entry_free(held[7]);
+    esb_entry_free(held[2]);
+    esb_entry_free(held[5]);
+    struct esb_entry *mid = NULL;
+    uint64_t mid_seq = held[9]->seq + 141; /* m150 */
+    ok(esb_bus_take(bus, "ro", mid_seq, &mid) == 0 && body_is(mid, "m150"),
+       "ready order: m150 taken by seq from the middle");
+    struct esb_queue_info qi;
+    int info = esb_bus_queue_info(bus, "ro", &qi);
+    ok(info == 0 && qi.ready == 292 && qi.inflight == 8,
+       "ready order: 292 ready (3 released + 289 never taken), 8 in flight (ready %llu)",
+       (unsigned long long)qi.ready);
+    int want[300], n = 0;
+    want[n++] = 2;
+    want[n++] = 5;
+    want[n++] = 7;
+    for (int i = 10; i < 300; i++)
+        if (i != 150) want[n++] = i;
+    okall = 1;
+    for (int i = 0; i < n && okall; i++) {
+        struct esb_entry *e = NULL;
+        snprintf(body, sizeof(body), "m%03d", want[i]);
+        okall = esb_bus_consume(bus, "ro", 0, &e) == 0 && body_is(e, body);
+        if (!okall) diag("expected %s", body);
+        if (okall && want[i] == 20) {
+            esb_entry_free(e); /* released while later ones wait: comes next again */
+            okall = esb_bus_consume(bus, "ro", 0, &e) == 0 && body_is(e, body);
+        }
+        okall = okall && esb_bus_ack(bus, e, &err) == 0;
+        esb_entry_free(e);
+    }
+    ok(okall, "ready order: the other 292 by seq, released ones first, m150 skipped");
+    struct esb_entry *none = NULL;
+    ok(esb_bus_consume(bus, "ro", 0, &none) == ESB_ETIMEDOUT, "ready order: nothing else ready");
+    esb_entry_free(mid); /* m150 released */
+    for (int i = 0; i < 10; i++)
+        if (i != 2 && i != 5 && i != 7) esb_entry_free(held[i]);
+    esb_bus_close(bus);
+    bus = open_bus(NULL); /* recovery: 8 entries, 0 1 3 4 6 8 9 and 150, in seq order */
+    const int after[] = {0, 1, 3, 4, 6, 8, 9, 150};
+    okall = 1;
+    for (size_t i = 0; i < sizeof(after) / sizeof(after[0]) && okall; i++) {
+        struct esb_entry *e = NULL;
+        snprintf(body, sizeof(body), "m%03d", after[i]);
+        okall = esb_bus_consume(bus, "ro", 0, &e) == 0 && body_is(e, body) &&
+                esb_bus_ack(bus, e, &err) == 0;
+        esb_entry_free(e);
+    }
+    info = esb_bus_queue_info(bus, "ro", &qi);
+    ok(okall && info == 0 && qi.entries == 0,
+       "ready order: after a restart the 8 unresolved ones in seq order");
+    esb_bus_close(bus);
+}
+
 int main(void)
 {
     esb_log_set_level(ESB_LOG_WARN);
@@ -571,6 +647,8 @@ int main(void)
     test_commit_async();
     if (system(cmd) != 0) bail("rm");
     test_msg_cache();
+    if (system(cmd) != 0) bail("rm");
+    test_ready_order();
     if (system(cmd) != 0) bail("rm");
     test_lazy();
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
