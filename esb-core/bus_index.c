@@ -180,7 +180,7 @@ void esb__queue_push_ready(struct queue *q, struct ent *e)
     e->state = ENT_READY;
     if (e->seq > q->fresh_last) {
         e->in_ring = 1;
-        e->ring_pos = esb__ring_push(&q->fresh, e);
+        e->heap_idx = (size_t)esb__ring_push(&q->fresh, e);
         q->fresh_last = e->seq;
     } else {
         e->in_ring = 0;
@@ -226,7 +226,7 @@ uint64_t esb__queue_next_due(const struct queue *q)
 void esb__queue_unlist(struct queue *q, struct ent *e)
 {
     if (e->state == ENT_READY && e->in_ring) {
-        esb__ring_clear(&q->fresh, e->ring_pos);
+        esb__ring_clear(&q->fresh, e->heap_idx);
         e->in_ring = 0;
     } else if (e->state == ENT_READY) {
         esb__heap_remove(&q->ready, e->heap_idx);

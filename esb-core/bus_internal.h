@@ -51,10 +51,11 @@ struct ent {
     struct esb_msg *msg; /* the appended message, kept for its first consumer (a
                             reference, counted in bus->cache_bytes), or NULL */
     uint8_t state;
-    uint8_t pending;   /* a committed-but-not-applied transaction resolves it */
-    uint8_t in_ring;   /* READY in its queue's ring (else in the ready heap) */
-    size_t heap_idx;   /* position in ready or waiting heap */
-    uint64_t ring_pos; /* position in the ring */
+    uint8_t pending; /* a committed-but-not-applied transaction resolves it */
+    uint8_t in_ring; /* READY in its queue's ring (else in the ready heap) */
+    /* Position in the ready or waiting heap, or in the ring (in_ring: only
+     * its low bits are used, so size_t holds it on any platform). */
+    size_t heap_idx;
 };
 
 /* The unresolved entries of one ordering key of a queue, by seq; only the

@@ -1,8 +1,8 @@
 /* lua_num.c - esb.num: strict numbers from text fields.
  *
- * Lua's tonumber accepts hexadecimal, exponents, "inf", "nan" and spaces
- * around the digits, which a legacy field must not contain; a pattern check
- * before it costs a transform several Lua calls per field. These functions
+ * Lua's tonumber accepts hexadecimal, exponents, "inf" and "nan", which a
+ * legacy field must not contain; a pattern check before it costs a
+ * transform several Lua calls per field. These functions
  * accept exactly the decimal notation - blanks around it ignored, as
  * tonumber does - and answer like tonumber: the value, or nil and why
  * ("empty" for nil or blank text, so a caller tells missing from bad). */

@@ -56,21 +56,6 @@ static void text_of(lua_State *L, int node, struct esb__lmod_buf *b, int depth, 
     lua_pop(L, 1);
 }
 
-int esb__lmod_xml_text(lua_State *L)
-{
-    struct esb__lmod_buf b;
-    size_t visits = 0;
-    if (lua_type(L, 1) == LUA_TSTRING) {
-        lua_settop(L, 1);
-        return 1;
-    }
-    luaL_checktype(L, 1, LUA_TTABLE);
-    esb__lmod_buf_init(L, &b, ESB_LMOD_MAX_OUTPUT, "esb.xml.text");
-    text_of(L, 1, &b, 0, &visits);
-    esb__lmod_buf_push(&b);
-    return 1;
-}
-
 /* Push the text of the element at idx, as esb.xml.text gives it: a lone
  * string child as it is (no copy), none "", else the concatenation. */
 static void push_text(lua_State *L, int node, const char *who)
@@ -93,6 +78,17 @@ static void push_text(lua_State *L, int node, const char *who)
     text_of(L, node, &b, 0, &visits);
     esb__lmod_buf_push(&b);
     lua_remove(L, top + 1); /* the buffer's slot */
+}
+
+int esb__lmod_xml_text(lua_State *L)
+{
+    if (lua_type(L, 1) == LUA_TSTRING) {
+        lua_settop(L, 1);
+        return 1;
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+    push_text(L, 1, "esb.xml.text");
+    return 1;
 }
 
 /* index(e [, ns]) / texts(e [, ns]): {name = the first child element named
