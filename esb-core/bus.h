@@ -193,6 +193,9 @@ int esb_bus_commit_async(struct esb_bus *bus, struct esb_txn *t, void (*done)(vo
 #define ESB_BUS_LAZY_TXNS 256
 void esb_txn_set_lazy(struct esb_txn *t);
 
+/* Bytes of log records t holds so far. */
+size_t esb_txn_size(const struct esb_txn *t);
+
 /* Convenience: one-operation transactions. */
 int esb_bus_append(struct esb_bus *bus, const char *queue, const struct esb_msg *m,
                    struct esb_err *err) ESB_WUR;

@@ -17,6 +17,7 @@
 struct esb__dispatcher;
 struct worker;
 struct pending_commit;
+struct commit_batch;
 struct esb__replies;
 
 /* What a worker does with entries of one bus queue. */
@@ -34,7 +35,8 @@ struct worker {
     pthread_cond_t cv;
     struct pending_commit *done; /* durable (or failed), to be finished */
     unsigned inflight;
-    unsigned no; /* 0-based, for the thread's name */
+    struct commit_batch *open; /* hand-offs gathered, not yet committed (worker's own) */
+    unsigned no;               /* 0-based, for the thread's name */
 };
 
 /* One config generation: immutable once published. */

@@ -99,27 +99,57 @@ struct pending_commit {
     struct generation *g; /* keeps the route (and res) alive */
     const struct esb_route *route;
     struct esb_entry *e;
-    struct esb_txn *t;
     struct esb_route_result res;
+    struct esb_txn *t; /* the batch's transaction, on its first entry: the worker frees it */
     int rc;
     struct pending_commit *next;
 };
 
-#define WORKER_MAX_INFLIGHT 256 /* hand-offs a worker may have in the bus at once */
+/* The hand-offs of the entries a worker took back to back, gathered into
+ * one transaction: one commit, one callback and one log write for all of
+ * them instead of one each (each entry's outputs and ack are still in the
+ * same transaction, so it is all or nothing for every entry). A batch is
+ * committed when no further entry is ready at once, when it reaches
+ * BATCH_MAX entries or BATCH_BYTES of records, before a delivery (which
+ * may block) and at once while a request-reply client waits. */
+struct commit_batch {
+    struct worker *w;
+    struct esb_txn *t;
+    struct pending_commit *head, *tail;
+    unsigned n;
+    int dedupe; /* holds one entry with a <dedupe> key: committed alone */
+};
 
-/* Bus writer thread: the hand-off is durable (rc 0) or failed. Answer a
- * waiting request-reply client now; the rest is the worker's. */
-static void route_commit_done(void *ctx, int rc)
+#define WORKER_MAX_INFLIGHT 256 /* hand-offs a worker may have in the bus at once */
+#define BATCH_MAX           64
+#define BATCH_BYTES         (256 * 1024)
+
+/* Bus writer thread: the hand-offs are durable (rc 0) or failed. Answer
+ * waiting request-reply clients now; the rest is the worker's. */
+static void batch_commit_done(void *ctx, int rc)
 {
-    struct pending_commit *pc = ctx;
-    pc->rc = rc;
-    if (rc == 0) esb__rt_reply_route(pc->w->rt, pc->route, pc->e, &pc->res, 0);
-    struct worker *w = pc->w;
+    struct commit_batch *b = ctx;
+    struct worker *w = b->w;
+    for (struct pending_commit *pc = b->head; pc; pc = pc->next) {
+        pc->rc = rc;
+        if (rc == 0) esb__rt_reply_route(w->rt, pc->route, pc->e, &pc->res, 0);
+    }
+    b->head->t = b->t; /* freed by the worker that made it (its allocator's cache) */
     pthread_mutex_lock(&w->lock);
-    pc->next = w->done;
-    w->done = pc;
+    b->tail->next = w->done;
+    w->done = b->head;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->lock);
+    free(b);
+}
+
+static void pending_free(struct pending_commit *pc)
+{
+    esb_txn_free(pc->t);
+    esb_entry_free(pc->e); /* unresolved unless committed: ready again */
+    esb_route_result_clear(&pc->res);
+    esb__rt_gen_unref(pc->g);
+    free(pc);
 }
 
 /* Worker thread: finish every hand-off the bus is done with. */
@@ -138,11 +168,7 @@ static void finish_commits(struct worker *w)
                       pc->e->queue, (unsigned long long)pc->e->seq, esb_strerror(pc->rc));
             failed++;
         }
-        esb_entry_free(pc->e); /* unresolved after a failure: ready again */
-        esb_route_result_clear(&pc->res);
-        esb_txn_free(pc->t);
-        esb__rt_gen_unref(pc->g);
-        free(pc);
+        pending_free(pc);
         n++;
     }
     if (n) {
@@ -155,16 +181,67 @@ static void finish_commits(struct worker *w)
     if (failed) usleep(BACKPRESSURE_MS * 1000);
 }
 
-/* Run the route on e. Returns 1 if e was handed to an asynchronous commit
- * (finish_commits frees it), 0 if the caller still owns it. */
-static int run_route(struct worker *w, struct generation *g, const struct handler *h,
-                     struct esb_route_scratch *scratch, struct esb_entry *e)
+/* Commit the worker's open batch, if any. */
+static void batch_commit(struct worker *w)
+{
+    struct commit_batch *b = w->open;
+    if (!b) return;
+    w->open = NULL;
+    struct esb_runtime *rt = w->rt;
+    /* Nobody waits for these hand-offs unless a request-reply client does:
+     * they may share a later fdatasync (bus.h, esb_txn_set_lazy). */
+    if (!esb__rt_reply_waiting(rt)) esb_txn_set_lazy(b->t);
+    struct esb_err err = {0};
+    int rc = esb_bus_commit_async(rt->bus, b->t, batch_commit_done, b, &err);
+    if (rc == 0) return;
+    /* Refused before anything was written: done is never called. */
+    struct pending_commit *one = b->head;
+    if (rc == ESB_EEXIST && b->dedupe) {
+        /* <dedupe>: seen before. Acknowledge it and send nothing. */
+        esb_info("[route:%s] duplicate dropped id=%s key=%s", esb_route_id(one->route),
+                 one->e->msg->id_text, one->res.dedupe_key);
+        struct esb_txn *t = esb_txn_new();
+        esb_txn_ack(t, one->e);
+        if (commit_or_release(rt, t, one->e) == 0)
+            esb__rt_reply_route(rt, one->route, one->e, &one->res, 1);
+    } else if (rc == ESB_EFULL) {
+        esb_warn("back-pressure queue=%s seq=%llu (%u entr%s): %s; will retry", one->e->queue,
+                 (unsigned long long)one->e->seq, b->n, b->n == 1 ? "y" : "ies", err.msg);
+        usleep(BACKPRESSURE_MS * 1000); /* released below: taken again */
+    } else if (rc != ESB_ECLOSED) {
+        esb_error("commit failed queue=%s seq=%llu (%u entr%s): %s", one->e->queue,
+                  (unsigned long long)one->e->seq, b->n, b->n == 1 ? "y" : "ies", err.msg);
+    }
+    esb_txn_free(b->t);
+    for (struct pending_commit *pc = b->head, *next; pc; pc = next) {
+        next = pc->next;
+        pending_free(pc);
+    }
+    pthread_mutex_lock(&w->lock);
+    w->inflight -= b->n;
+    pthread_mutex_unlock(&w->lock);
+    free(b);
+}
+
+/* Run the route on e and add its hand-off to the worker's open batch,
+ * which now owns e. */
+static void run_route(struct worker *w, struct generation *g, const struct handler *h,
+                      struct esb_route_scratch *scratch, struct esb_entry *e)
 {
     struct esb_runtime *rt = w->rt;
     struct esb_route_result res = {0};
     uint64_t started = esb_now_ms();
     esb_route_run(h->route, scratch, e->msg, &res);
-    struct esb_txn *t = esb_txn_new();
+    /* A <dedupe> key may be refused (seen before): alone in its batch, so
+     * that the refusal concerns only this entry. */
+    if (res.dedupe_key && !res.error) batch_commit(w);
+    struct commit_batch *b = w->open;
+    if (!b) {
+        b = w->open = esb_calloc(1, sizeof(*b));
+        b->w = w;
+        b->t = esb_txn_new();
+    }
+    struct esb_txn *t = b->t;
     if (res.error) {
         esb_warn("[route:%s] routing error id=%s: %s; dead-lettered to %s", esb_route_id(h->route),
                  e->msg->id_text, res.reason, esb_route_dlq(h->route));
@@ -186,52 +263,31 @@ static int run_route(struct worker *w, struct generation *g, const struct handle
             snprintf(key, sizeof(key), "dedupe:%s", res.dedupe_key);
             esb_txn_mark_unique_bounded(t, key, strlen("dedupe:") + strlen(esb_route_id(h->route)),
                                         res.dedupe_max_keys, esb_now_ms() + res.dedupe_window_ms);
+            b->dedupe = 1;
         }
         if (res.dropped)
             esb_debug("[route:%s] filtered id=%s", esb_route_id(h->route), e->msg->id_text);
         esb_txn_ack(t, e);
     }
-    /* Nobody waits for this hand-off unless a request-reply client does:
-     * it may share a later fdatasync (bus.h, esb_txn_set_lazy). */
-    if (!esb__rt_reply_waiting(rt)) esb_txn_set_lazy(t);
     struct pending_commit *pc = esb_calloc(1, sizeof(*pc));
     pc->w = w;
     pc->g = g;
     pc->route = h->route;
     pc->e = e;
-    pc->t = t;
     pc->res = res; /* moved: the callback may read it */
     atomic_fetch_add(&g->refs, 1);
+    if (b->tail)
+        b->tail->next = pc;
+    else
+        b->head = pc;
+    b->tail = pc;
+    b->n++;
     pthread_mutex_lock(&w->lock);
     w->inflight++;
     pthread_mutex_unlock(&w->lock);
-    struct esb_err err = {0};
-    int rc = esb_bus_commit_async(rt->bus, t, route_commit_done, pc, &err);
-    if (rc == 0) return 1;
-    /* Refused before anything was written: done is never called. */
-    pthread_mutex_lock(&w->lock);
-    w->inflight--;
-    pthread_mutex_unlock(&w->lock);
-    esb__rt_gen_unref(g);
-    free(pc);
-    esb_txn_free(t);
-    if (rc == ESB_EEXIST) {
-        /* <dedupe>: seen before. Acknowledge it and send nothing. */
-        esb_info("[route:%s] duplicate dropped id=%s key=%s", esb_route_id(h->route),
-                 e->msg->id_text, res.dedupe_key);
-        t = esb_txn_new();
-        esb_txn_ack(t, e);
-        if (commit_or_release(rt, t, e) == 0) esb__rt_reply_route(rt, h->route, e, &res, 1);
-    } else if (rc == ESB_EFULL) {
-        esb_warn("back-pressure queue=%s seq=%llu: %s; will retry", e->queue,
-                 (unsigned long long)e->seq, err.msg);
-        usleep(BACKPRESSURE_MS * 1000); /* released by the caller: taken again */
-    } else if (rc != ESB_ECLOSED) {
-        esb_error("commit failed queue=%s seq=%llu: %s", e->queue, (unsigned long long)e->seq,
-                  err.msg);
-    }
-    esb_route_result_clear(&res);
-    return 0;
+    if (b->dedupe || b->n >= BATCH_MAX || esb_txn_size(t) >= BATCH_BYTES ||
+        esb__rt_reply_waiting(rt))
+        batch_commit(w);
 }
 
 static void run_delivery(struct esb_runtime *rt, const struct generation *g,
@@ -259,8 +315,13 @@ void *esb__rt_worker_main(void *arg)
         unsigned inflight = w->inflight;
         pthread_mutex_unlock(&w->lock);
         if (atomic_load(&rt->workers_stop)) {
+            if (w->open) {
+                batch_commit(w);
+                continue;
+            }
             if (!inflight) break;
         } else if (atomic_load(&rt->version) != seen) {
+            batch_commit(w); /* its entries keep their generation alive */
             esb__rt_gen_unref(g);
             esb_route_scratch_free(scratch);
             seen = atomic_load(&rt->version);
@@ -272,6 +333,10 @@ void *esb__rt_worker_main(void *arg)
         if (!atomic_load(&rt->workers_stop) && inflight < WORKER_MAX_INFLIGHT)
             rc = esb_bus_consume_any(rt->bus, g->queues, g->nhandlers, inflight ? 0 : POLL_MS, &e);
         if (rc == ESB_ETIMEDOUT || rc == ESB_ECORRUPT) {
+            if (w->open) { /* nothing more at once: commit what was gathered */
+                batch_commit(w);
+                continue;
+            }
             if (inflight) { /* wait for the bus to finish a hand-off */
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
@@ -292,10 +357,12 @@ void *esb__rt_worker_main(void *arg)
         }
         const struct handler *h = esb__rt_gen_handler(g, e->queue);
         if (h && h->route) {
-            if (run_route(w, g, h, scratch, e)) continue; /* e is the commit's now */
-        } else if (h) {
-            run_delivery(rt, g, h, e);
-        } /* else: the queue left the config while we waited: leave it queued */
+            run_route(w, g, h, scratch, e); /* e is the batch's now */
+            continue;
+        }
+        batch_commit(w); /* a delivery may block: do not hold hand-offs back */
+        if (h) run_delivery(rt, g, h, e);
+        /* else: the queue left the config while we waited: leave it queued */
         esb_entry_free(e);
     }
     esb_route_scratch_free(scratch);
