@@ -245,12 +245,11 @@ static int ce_structured_type(const char *ct)
 /* Structured mode: the body must be a JSON object with specversion "1.0"
  * and non-empty string id, source and type. Returns 0 with the event id
  * copied to id (up to ESB_MSG_MAX_VALUE bytes), or -1 with why. */
-static int ce_structured_check(const struct esb_buf *body, char **id, char *why, size_t why_len)
+static int ce_structured_check(const struct esb_body *body, char **id, char *why, size_t why_len)
 {
     static const char *const required[] = {"id", "source", "type"};
     json_error_t jerr;
-    json_t *ev = json_loadb(body->data ? (const char *)body->data : "", body->len,
-                            JSON_REJECT_DUPLICATES, &jerr);
+    json_t *ev = json_loadb((const char *)body->data, body->len, JSON_REJECT_DUPLICATES, &jerr);
     int rc = -1;
     if (!ev) {
         snprintf(why, why_len, "cloudevents: the body is not JSON: %s at line %d column %d",
@@ -286,10 +285,12 @@ out:
 }
 
 /* The first call of a request (headers read, no body yet): answer the
- * errors that need no body. Returns 0 to go on, else the status queued. */
+ * errors that need no body. Returns 0 to go on (*body_len: the
+ * Content-Length, or UINT64_MAX for a chunked body), else the status
+ * queued. */
 static unsigned check_request(struct esb_endpoint *ep, struct http_in_state *st,
                               struct MHD_Connection *c, const char *url, const char *method,
-                              enum MHD_Result *ret)
+                              enum MHD_Result *ret, uint64_t *body_len)
 {
     const struct esb_http_in_conf *conf = CONF(ep);
     if (!esb_runtime_has_route(st->rt, ep, url)) {
@@ -334,7 +335,52 @@ static unsigned check_request(struct esb_endpoint *ep, struct http_in_state *st,
         *ret = esb__hin_respond_error(c, MHD_HTTP_BAD_REQUEST, why, NULL, NULL);
         return MHD_HTTP_BAD_REQUEST;
     }
+    *body_len = cl ? len : UINT64_MAX;
     return 0;
+}
+
+/* A body of known length up to this is allocated whole before it arrives;
+ * a longer one (or a chunked one) grows as it comes, so that a client
+ * announcing a large body and sending nothing holds no memory for it. */
+#define HTTP_IN_BODY_UPFRONT (64 * 1024)
+
+/* Append n bytes to req's body, growing it up to max. -1: over max. */
+static int body_add(struct http_req *req, const char *data, size_t n, uint64_t max)
+{
+    size_t len = req->body ? req->body->len : 0;
+    if (n > max || len > max - n) return -1;
+    if (len + n > req->cap) {
+        size_t cap = req->cap ? req->cap : 4096;
+        while (cap < len + n) cap = cap > SIZE_MAX / 2 ? SIZE_MAX : cap * 2;
+        if (cap > max) cap = (size_t)max;
+        struct esb_body *b = esb_realloc(req->body, sizeof(*b) + cap + 1);
+        if (!req->body) {
+            atomic_init(&b->refs, 1);
+            b->len = 0;
+        }
+        req->body = b;
+        req->cap = cap;
+    }
+    memcpy(req->body->data + len, data, n);
+    req->body->len = len + n;
+    return 0;
+}
+
+/* The finished body (empty if none came), taken from req. */
+static struct esb_body *body_take(struct http_req *req)
+{
+    struct esb_body *b = req->body ? req->body : esb_body_alloc(0);
+    b->data[b->len] = '\0';
+    req->body = NULL;
+    req->cap = 0;
+    return b;
+}
+
+static void body_free(struct http_req *req)
+{
+    esb_body_unref(req->body);
+    req->body = NULL;
+    req->cap = 0;
 }
 
 /* esb_runtime_accept/request failed with rc: nothing was stored. */
@@ -363,9 +409,12 @@ static enum MHD_Result finish_request(struct esb_endpoint *ep, struct http_in_st
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
     char *ce_id = NULL, why[300];
     const char *ce_mode = NULL;
+    struct esb_body *body = body_take(req);
     if (ct && ce_structured_type(ct)) {
-        if (ce_structured_check(&req->body, &ce_id, why, sizeof(why)) < 0)
+        if (ce_structured_check(body, &ce_id, why, sizeof(why)) < 0) {
+            esb_body_unref(body);
             return esb__hin_respond_error(c, MHD_HTTP_BAD_REQUEST, why, NULL, NULL);
+        }
         ce_mode = "structured";
     } else if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "ce-specversion")) {
         /* binary mode: check_request made sure ce-id is there */
@@ -374,8 +423,7 @@ static enum MHD_Result finish_request(struct esb_endpoint *ep, struct http_in_st
         ce_mode = "binary";
     }
     struct esb_msg *m = esb_msg_new();
-    esb_msg_set_body(m, req->body.data ? (const void *)req->body.data : "", req->body.len);
-    esb_buf_free(&req->body);
+    esb_msg_set_body_take(m, body);
     esb_msg_set_content_type(m, ct && *ct ? ct : "application/octet-stream");
     MHD_get_connection_values(c, MHD_HEADER_KIND, copy_header, m);
     esb_msg_set_header(m, "esb-source", ep->id);
@@ -412,9 +460,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         if (atomic_load(&st->stopping))
             return esb__hin_respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down",
                                           MHD_HTTP_HEADER_RETRY_AFTER, "1");
-        if (check_request(ep, st, c, url, method, &ret) != 0) return ret;
+        uint64_t len = UINT64_MAX;
+        if (check_request(ep, st, c, url, method, &ret, &len) != 0) return ret;
         req = esb_calloc(1, sizeof(*req));
-        esb_buf_init(&req->body, (size_t)CONF(ep)->max_body);
+        if (len > 0 && len <= HTTP_IN_BODY_UPFRONT) { /* one allocation, the right size */
+            req->body = esb_body_alloc((size_t)len);
+            req->body->len = 0;
+            req->cap = (size_t)len;
+        }
         *con_cls = req;
         return MHD_YES;
     }
@@ -423,10 +476,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         /* Chunked bodies have no length up front: count as they stream. */
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (!req->too_large && esb_buf_add(&req->body, upload_data, n) == 0) return MHD_YES;
+        if (!req->too_large && body_add(req, upload_data, n, CONF(ep)->max_body) == 0)
+            return MHD_YES;
         if (!req->too_large) {
             req->too_large = 1;
-            esb_buf_free(&req->body);
+            body_free(req);
             esb_info("http-in=%s path=%s chunked body over max-body, discarding", ep->id, url);
         }
         req->discarded += n;
@@ -448,7 +502,7 @@ static void request_done(void *cls, struct MHD_Connection *c, void **con_cls,
     struct http_req *req = *con_cls;
     if (!req) return;
     if (req->rw) esb__hin_request_reply_done(ep->state, req->rw);
-    esb_buf_free(&req->body);
+    body_free(req);
     free(req);
     *con_cls = NULL;
 }

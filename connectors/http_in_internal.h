@@ -41,7 +41,10 @@ struct http_in_state {
 struct http_req {
     int too_large;    /* the body passed max-body: discard the rest, then 413 */
     size_t discarded; /* bytes thrown away since */
-    struct esb_buf body;
+    /* The body as it arrives, grown in place: it becomes the message's
+     * body without a copy. NULL until the first byte (or a known length). */
+    struct esb_body *body;
+    size_t cap;
     struct reply_wait *rw; /* request-reply: set once the request is registered */
 };
 
