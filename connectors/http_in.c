@@ -1,14 +1,17 @@
-/* http_in.c - the http-in connector on libmicrohttpd.
+/* http_in.c - the http-in connector: each POST to a routed path becomes a
+ * message, answered 202 once the bus made it durable.
  *
- * One MHD daemon per endpoint with its own epoll thread pool. Each request
- * runs through handle() on an MHD thread: the first call (headers only)
- * decides 404/405/400/413/431 before any body byte is read; the body is
- * collected in a capped esb_buf; the last call builds the message, hands it
- * to esb_runtime_accept_async() and suspends the connection: the thread
- * serves other connections meanwhile, and the bus's group commit makes
- * every request in flight durable with one fdatasync. on_accepted (bus
- * writer thread) resumes the connection, and the next call answers 202 —
- * only once the message is durable — or 503 if it could not be written.
+ * The HTTP side is http_server.c (own epoll loops). Each request runs
+ * through the callbacks below on its connection's loop thread: head()
+ * decides 404/405/413/431/400 before any body byte is read and builds the
+ * message from the header fields; body() collects the body straight into
+ * the message's body (capped at max-body: 413 at once, mid-body too);
+ * complete() hands the message to esb_runtime_accept_async() and parks the
+ * request: the loop serves other connections meanwhile, and the bus's
+ * group commit makes every request in flight durable with one fdatasync.
+ * on_accepted (the bus's completer thread) resumes the request, and
+ * resumed() answers 202 - only once the message is durable - or 503 if it
+ * could not be written.
  *
  * CloudEvents 1.0 HTTP binding: a request with a ce-specversion header is
  * a binary-mode event (ce-id, ce-source, ce-type required, checked before
@@ -19,53 +22,40 @@
  * reserved headers esb-ce-mode (binary|structured) and esb-ce-id (the
  * event id), which a client cannot forge (esb-* headers are dropped).
  *
- * mode="request-reply": the last call registers the request with
- * esb_runtime_request() (durable like accept) and suspends the connection;
- * the reply callback (a worker or the timeout thread) stores the answer in
- * the request's refcounted reply_wait and resumes it, and the next call
- * queues the response. The reply_wait outlives a connection that ended
- * (a late reply is dropped) and never needs the endpoint's state, so a
- * reply may come after a reload stopped the endpoint. */
+ * mode="request-reply": complete() registers the request with
+ * esb_runtime_request() (durable like accept) and parks it; the reply
+ * callback (a worker or the timeout thread) stores the answer in the
+ * request's refcounted reply_wait and resumes it, and resumed() answers.
+ * The reply_wait outlives a connection that ended (a late reply is
+ * dropped) and never needs the endpoint's state, so a reply may come after
+ * a reload stopped the endpoint. */
 #include "config.h"
 
 #include "http_in.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <microhttpd.h>
-#include <netinet/in.h>
-#include <stdarg.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
+#include "http_in_internal.h"
 #include "listen_addr.h"
 #include "log.h"
 #include "msg.h"
 #include "runtime.h"
-#include "http_in_internal.h"
 
-/* Memory per connection for the request line, headers and I/O buffers
- * (libmicrohttpd zeroes all of it after every request: 32 KiB cost 7 % of
- * an http-in thread at 64 connections).
- * A request whose headers do not fit gets 431 from libmicrohttpd itself. */
-#define HTTP_IN_CONN_MEMORY (16 * 1024)
+/* Bytes for a request line and its header fields (more: 431). */
+#define HTTP_IN_HEAD_MAX (16 * 1024)
 
-/* libmicrohttpd 0.9.75 cannot queue a response while a body is arriving.
- * A chunked body that passes max-body is therefore read on and thrown away
- * (nothing kept) for up to this many more bytes so that the client gets its
- * 413; a body that goes on longer is cut by closing the connection. */
-#define HTTP_IN_DISCARD_MAX (1024 * 1024)
+/* A body of known length up to this is allocated whole before it arrives;
+ * a longer one (or a chunked one) grows as it comes, so that a client
+ * announcing a large body and sending nothing holds no memory for it. */
+#define HTTP_IN_BODY_UPFRONT (64 * 1024)
 
 static const char *const http_in_modes[] = {"one-way", "request-reply", NULL};
 
@@ -84,11 +74,13 @@ static const struct esb_attr_spec http_in_attrs[] = {
      "Most concurrent connections from one client address."},
     {"timeout", ESB_ATTR_DURATION, "30s", offsetof(struct esb_http_in_conf, timeout), 0, 1000,
      UINT64_C(86400000), NULL,
-     "Idle time after which a connection is closed (whole seconds, rounded up)."},
+     "A connection with no progress (no request byte read, no answer byte written) for this long "
+     "is closed; checked once a second. A request waiting for the bus or its route does not "
+     "time out (see reply-timeout)."},
     {"threads", ESB_ATTR_UINT, "2", offsetof(struct esb_http_in_conf, threads), 0, 1, 256, NULL,
-     "Server threads. Each runs its own event loop on its own listening socket of the same "
-     "address (SO_REUSEPORT); the kernel spreads new connections over them. A request does not "
-     "hold its thread while the bus makes it durable."},
+     "Server threads. Each runs its own event loop (epoll) on its own listening socket of the "
+     "same address (SO_REUSEPORT); the kernel spreads new connections over them. A request does "
+     "not hold its thread while the bus makes it durable."},
     {"nice", ESB_ATTR_UINT, "5", offsetof(struct esb_http_in_conf, nice), 0, 0, 19, NULL,
      "Niceness of the server threads above the rest of esbd (0..19, as nice(1)). When the CPU "
      "is short, the routes and deliveries of what was accepted get it before new requests, so "
@@ -125,28 +117,39 @@ void esb__hin_json_escape(char *out, size_t outsize, const char *s)
     out[o] = '\0';
 }
 
-/* Queue a response with body text (copied) and optional extra header. */
-enum MHD_Result esb__hin_respond(struct MHD_Connection *c, unsigned status, const char *body,
-                                 const char *hname, const char *hvalue)
+void esb__hin_respond(struct esb_http_conn *c, unsigned status, const char *body, const char *hname,
+                      const char *hvalue)
 {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
-    if (!r) return MHD_NO;
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    if (hname) MHD_add_response_header(r, hname, hvalue);
-    enum MHD_Result ret = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return ret;
+    struct esb_http_hdr h[2] = {{"Content-Type", "application/json"}, {hname, hvalue}};
+    esb_http_respond(c, status, h, hname ? 2 : 1, body, strlen(body));
 }
 
-/* Queue {"error":"<text>"} with status. */
-enum MHD_Result esb__hin_respond_error(struct MHD_Connection *c, unsigned status, const char *text,
-                                       const char *hname, const char *hvalue)
+void esb__hin_respond_error(struct esb_http_conn *c, unsigned status, const char *text,
+                            const char *hname, const char *hvalue)
 {
     char esc[600], body[640];
     esb__hin_json_escape(esc, sizeof(esc), text);
     snprintf(body, sizeof(body), "{\"error\":\"%s\"}", esc);
-    return esb__hin_respond(c, status, body, hname, hvalue);
+    esb__hin_respond(c, status, body, hname, hvalue);
+}
+
+/* esb_runtime_accept/request failed with rc: nothing was stored. */
+void esb__hin_respond_not_accepted(struct esb_endpoint *ep, struct esb_http_conn *c,
+                                   const char *url, int rc, const struct esb_err *err)
+{
+    if (rc == ESB_EFULL) {
+        esb__hin_respond_error(c, 503, err->msg[0] ? err->msg : "busy, retry later", "Retry-After",
+                               "1");
+        return;
+    }
+    if (rc == ESB_ENOTFOUND) {
+        esb__hin_respond_error(c, 404, "no route for this path", NULL, NULL);
+        return;
+    }
+    /* Stopping, failed or unexpected: nothing was acknowledged. */
+    esb_warn("http-in=%s path=%s accept failed: %s", ep->id, url,
+             err->msg[0] ? err->msg : esb_strerror(rc));
+    esb__hin_respond_error(c, 503, "not accepted, retry later", "Retry-After", "1");
 }
 
 /* ---- request checks ---- */
@@ -154,58 +157,67 @@ enum MHD_Result esb__hin_respond_error(struct MHD_Connection *c, unsigned status
 /* Hop-by-hop and framing headers that describe this connection, not the
  * message; plus content-type (it is the message's content type) and the
  * reserved esb-* names, which a client must not be able to forge. */
-static int header_dropped(const char *name)
+static int header_dropped(const char *name, size_t n)
 {
     static const char *const drop[] = {
         "connection", "keep-alive",     "transfer-encoding", "te",     "upgrade",
         "trailer",    "content-length", "content-type",      "expect", NULL,
     };
     for (size_t i = 0; drop[i]; i++)
-        if (strcasecmp(name, drop[i]) == 0) return 1;
-    return strncasecmp(name, "proxy-", 6) == 0 || strncasecmp(name, "esb-", 4) == 0;
+        if (strlen(drop[i]) == n && strncasecmp(name, drop[i], n) == 0) return 1;
+    return (n >= 6 && strncasecmp(name, "proxy-", 6) == 0) ||
+           (n >= 4 && strncasecmp(name, "esb-", 4) == 0);
 }
 
-struct header_scan {
-    size_t count;
-    int too_big;
-};
-
-static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
-                                   const char *value)
+/* Every field fits a message header (names of at most ESB_MSG_MAX_NAME
+ * bytes, values of at most ESB_MSG_MAX_VALUE). */
+static int fields_fit(const struct esb_http_head *h)
 {
-    struct header_scan *s = cls;
-    s->count++;
-    if (strlen(key) > ESB_MSG_MAX_NAME || (value && strlen(value) > ESB_MSG_MAX_VALUE) ||
-        s->count > ESB_MSG_MAX_HEADERS - 8)
-        s->too_big = 1;
-    return MHD_YES;
+    for (size_t i = 0; i < h->nfields; i++)
+        if (h->fields[i].name_len > ESB_MSG_MAX_NAME || h->fields[i].value_len > ESB_MSG_MAX_VALUE)
+            return 0;
+    return h->nfields <= ESB_MSG_MAX_HEADERS - 8;
 }
 
-static enum MHD_Result copy_header(void *cls, enum MHD_ValueKind kind, const char *key,
-                                   const char *value)
+/* The request's fields as message headers (names in lower case; on_head
+ * made sure they fit). */
+static void copy_headers(struct esb_msg *m, const struct esb_http_head *h)
 {
-    struct esb_msg *m = cls;
-    if (header_dropped(key)) return MHD_YES;
-    char lower[ESB_MSG_MAX_NAME + 1];
-    size_t n = strlen(key);
-    if (n > ESB_MSG_MAX_NAME) n = ESB_MSG_MAX_NAME; /* scan_header refused this already */
-    for (size_t i = 0; i < n; i++) lower[i] = (char)tolower((unsigned char)key[i]);
-    lower[n] = '\0';
-    esb_msg_add_header(m, lower, value ? value : "");
-    return MHD_YES;
-}
-
-/* Parse a Content-Length value strictly: digits only. */
-static int parse_length(const char *s, uint64_t *out)
-{
-    uint64_t v = 0;
-    if (!*s) return -1;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9') return -1;
-        if (v > (UINT64_MAX - 9) / 10) return -1;
-        v = v * 10 + (uint64_t)(*s - '0');
+    char name[ESB_MSG_MAX_NAME + 1];
+    for (size_t i = 0; i < h->nfields; i++) {
+        const struct esb_http_field *f = &h->fields[i];
+        if (header_dropped(f->name, f->name_len)) continue;
+        for (size_t k = 0; k < f->name_len; k++) name[k] = (char)tolower((unsigned char)f->name[k]);
+        name[f->name_len] = '\0';
+        char small[256];
+        char *value = f->value_len < sizeof(small) ? small : esb_malloc(f->value_len + 1);
+        memcpy(value, f->value, f->value_len);
+        value[f->value_len] = '\0';
+        esb_msg_add_header(m, name, value);
+        if (value != small) free(value);
     }
-    *out = v;
+}
+
+/* Percent-decode the path of target (up to '?' or '#') into out. -1: a
+ * bad escape, a NUL, or longer than out. */
+static int decode_path(const char *t, size_t n, char *out, size_t outsize)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && t[i] != '?' && t[i] != '#'; i++) {
+        char ch = t[i];
+        if (ch == '%') {
+            if (i + 2 >= n || !isxdigit((unsigned char)t[i + 1]) ||
+                !isxdigit((unsigned char)t[i + 2]))
+                return -1;
+            char hex[3] = {t[i + 1], t[i + 2], 0};
+            ch = (char)strtol(hex, NULL, 16);
+            if (ch == 0) return -1;
+            i += 2;
+        }
+        if (o + 1 >= outsize) return -1;
+        out[o++] = ch;
+    }
+    out[o] = '\0';
     return 0;
 }
 
@@ -214,18 +226,19 @@ static int parse_length(const char *s, uint64_t *out)
 /* Binary mode (a ce-specversion header): it must be "1.0" and ce-id,
  * ce-source and ce-type must be given and non-empty. Returns 0 (also when
  * the request is no binary-mode event) or -1 with why. */
-static int ce_binary_check(struct MHD_Connection *c, char *why, size_t why_len)
+static int ce_binary_check(const struct esb_http_head *h, char *why, size_t why_len)
 {
     static const char *const required[] = {"ce-id", "ce-source", "ce-type"};
-    const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "ce-specversion");
+    size_t n = 0;
+    const char *v = esb_http_field(h, "ce-specversion", &n);
     if (!v) return 0;
-    if (strcmp(v, "1.0") != 0) {
+    if (n != 3 || memcmp(v, "1.0", 3) != 0) {
         snprintf(why, why_len, "cloudevents: ce-specversion must be 1.0");
         return -1;
     }
     for (size_t i = 0; i < ESB_ARRAY_LEN(required); i++) {
-        v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, required[i]);
-        if (!v || !*v) {
+        v = esb_http_field(h, required[i], &n);
+        if (!v || !n) {
             snprintf(why, why_len, "cloudevents: binary mode needs a non-empty %s header",
                      required[i]);
             return -1;
@@ -284,65 +297,7 @@ out:
     return rc;
 }
 
-/* The first call of a request (headers read, no body yet): answer the
- * errors that need no body. Returns 0 to go on (*body_len: the
- * Content-Length, or UINT64_MAX for a chunked body), else the status
- * queued. */
-static unsigned check_request(struct esb_endpoint *ep, struct http_in_state *st,
-                              struct MHD_Connection *c, const char *url, const char *method,
-                              enum MHD_Result *ret, uint64_t *body_len)
-{
-    const struct esb_http_in_conf *conf = CONF(ep);
-    if (!esb_runtime_has_route(st->rt, ep, url)) {
-        *ret = esb__hin_respond_error(c, MHD_HTTP_NOT_FOUND, "no route for this path", NULL, NULL);
-        return MHD_HTTP_NOT_FOUND;
-    }
-    if (strcmp(method, MHD_HTTP_METHOD_POST) != 0) {
-        *ret = esb__hin_respond_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "only POST is allowed",
-                                      MHD_HTTP_HEADER_ALLOW, "POST");
-        return MHD_HTTP_METHOD_NOT_ALLOWED;
-    }
-    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-    const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding");
-    if (cl && te) {
-        *ret = esb__hin_respond_error(
-            c, MHD_HTTP_BAD_REQUEST, "both Content-Length and Transfer-Encoding given", NULL, NULL);
-        return MHD_HTTP_BAD_REQUEST;
-    }
-    uint64_t len = 0;
-    if (cl && parse_length(cl, &len) != 0) {
-        *ret =
-            esb__hin_respond_error(c, MHD_HTTP_BAD_REQUEST, "invalid Content-Length", NULL, NULL);
-        return MHD_HTTP_BAD_REQUEST;
-    }
-    if (cl && len > conf->max_body) {
-        char text[128];
-        snprintf(text, sizeof(text), "body larger than max-body (%" PRIu64 " bytes)",
-                 conf->max_body);
-        *ret = esb__hin_respond_error(c, MHD_HTTP_CONTENT_TOO_LARGE, text, NULL, NULL);
-        return MHD_HTTP_CONTENT_TOO_LARGE;
-    }
-    struct header_scan hs = {0, 0};
-    MHD_get_connection_values(c, MHD_HEADER_KIND, scan_header, &hs);
-    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
-    if (hs.too_big || (ct && strlen(ct) > ESB_MSG_MAX_NAME)) {
-        *ret = esb__hin_respond_error(c, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE,
-                                      "too many or too large header fields", NULL, NULL);
-        return MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE;
-    }
-    char why[160];
-    if (ce_binary_check(c, why, sizeof(why)) < 0) {
-        *ret = esb__hin_respond_error(c, MHD_HTTP_BAD_REQUEST, why, NULL, NULL);
-        return MHD_HTTP_BAD_REQUEST;
-    }
-    *body_len = cl ? len : UINT64_MAX;
-    return 0;
-}
-
-/* A body of known length up to this is allocated whole before it arrives;
- * a longer one (or a chunked one) grows as it comes, so that a client
- * announcing a large body and sending nothing holds no memory for it. */
-#define HTTP_IN_BODY_UPFRONT (64 * 1024)
+/* ---- the server's callbacks ---- */
 
 /* Append n bytes to req's body, growing it up to max. -1: over max. */
 static int body_add(struct http_req *req, const char *data, size_t n, uint64_t max)
@@ -376,146 +331,148 @@ static struct esb_body *body_take(struct http_req *req)
     return b;
 }
 
-static void body_free(struct http_req *req)
+static void req_free(struct http_req *req)
 {
+    free(req->url);
     esb_body_unref(req->body);
-    req->body = NULL;
-    req->cap = 0;
+    esb_msg_unref(req->m);
+    free(req);
 }
 
-/* esb_runtime_accept/request failed with rc: nothing was stored. */
-enum MHD_Result esb__hin_respond_not_accepted(struct esb_endpoint *ep, struct MHD_Connection *c,
-                                              const char *url, int rc, const struct esb_err *err)
+static void too_large(struct esb_endpoint *ep, struct esb_http_conn *c)
 {
-    if (rc == ESB_EFULL)
-        return esb__hin_respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
-                                      err->msg[0] ? err->msg : "busy, retry later",
-                                      MHD_HTTP_HEADER_RETRY_AFTER, "1");
-    if (rc == ESB_ENOTFOUND)
-        return esb__hin_respond_error(c, MHD_HTTP_NOT_FOUND, "no route for this path", NULL, NULL);
-    /* Stopping, failed or unexpected: nothing was acknowledged. */
-    esb_warn("http-in=%s path=%s accept failed: %s", ep->id, url,
-             err->msg[0] ? err->msg : esb_strerror(rc));
-    return esb__hin_respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not accepted, retry later",
-                                  MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    char text[128];
+    snprintf(text, sizeof(text), "body larger than max-body (%" PRIu64 " bytes)",
+             CONF(ep)->max_body);
+    esb__hin_respond_error(c, 413, text, NULL, NULL);
 }
 
-/* The last call: the whole body is in req. Make it a message, hand it to
- * the runtime and answer by the outcome. */
-static enum MHD_Result finish_request(struct esb_endpoint *ep, struct http_in_state *st,
-                                      struct MHD_Connection *c, const char *url,
-                                      struct http_req *req)
+/* The head is read: answer what needs no body, else make the message. */
+static void on_head(void *app, struct esb_http_conn *c, const struct esb_http_head *h)
 {
-    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
-    char *ce_id = NULL, why[300];
-    const char *ce_mode = NULL;
+    struct esb_endpoint *ep = app;
+    struct http_in_state *st = ep->state;
+    const struct esb_http_in_conf *conf = CONF(ep);
+    char url[1024];
+    if (atomic_load(&st->stopping)) {
+        esb__hin_respond_error(c, 503, "shutting down", "Retry-After", "1");
+        return;
+    }
+    if (decode_path(h->target, h->target_len, url, sizeof(url)) != 0) {
+        esb__hin_respond_error(c, 400, "malformed or too long path", NULL, NULL);
+        return;
+    }
+    if (!esb_runtime_has_route(st->rt, ep, url)) {
+        esb__hin_respond_error(c, 404, "no route for this path", NULL, NULL);
+        return;
+    }
+    if (h->method_len != 4 || memcmp(h->method, "POST", 4) != 0) {
+        esb__hin_respond_error(c, 405, "only POST is allowed", "Allow", "POST");
+        return;
+    }
+    if (h->has_length && h->length > conf->max_body) {
+        too_large(ep, c);
+        return;
+    }
+    size_t ctlen = 0;
+    const char *ct = esb_http_field(h, "content-type", &ctlen);
+    if (ctlen > ESB_MSG_MAX_NAME || !fields_fit(h)) {
+        esb__hin_respond_error(c, 431, "too many or too large header fields", NULL, NULL);
+        return;
+    }
+    char why[160];
+    if (ce_binary_check(h, why, sizeof(why)) < 0) {
+        esb__hin_respond_error(c, 400, why, NULL, NULL);
+        return;
+    }
+    struct http_req *req = esb_calloc(1, sizeof(*req));
+    req->url = esb_strdup(url);
+    struct esb_msg *m = req->m = esb_msg_new();
+    if (ct && ctlen) {
+        char *t = esb_strndup(ct, ctlen);
+        esb_msg_set_content_type(m, t);
+        req->structured = ce_structured_type(t);
+        free(t);
+    } else {
+        esb_msg_set_content_type(m, "application/octet-stream");
+    }
+    copy_headers(m, h);
+    esb_msg_set_header(m, "esb-source", ep->id);
+    size_t idlen = 0;
+    const char *ceid = esb_http_field(h, "ce-id", &idlen);
+    if (!req->structured && esb_http_field(h, "ce-specversion", NULL)) {
+        char *id = esb_strndup(ceid ? ceid : "", idlen); /* ce_binary_check made sure */
+        esb_msg_set_header(m, "esb-ce-mode", "binary");
+        esb_msg_set_header(m, "esb-ce-id", id);
+        free(id);
+    }
+    if (h->has_length && h->length > 0 && h->length <= HTTP_IN_BODY_UPFRONT) {
+        req->body = esb_body_alloc((size_t)h->length); /* one allocation, the right size */
+        req->body->len = 0;
+        req->cap = (size_t)h->length;
+    }
+    *esb_http_ctx(c) = req;
+}
+
+static int on_body(void *app, struct esb_http_conn *c, const char *data, size_t n)
+{
+    struct esb_endpoint *ep = app;
+    struct http_req *req = *esb_http_ctx(c);
+    if (body_add(req, data, n, CONF(ep)->max_body) == 0) return 0;
+    esb_info("http-in=%s path=%s body over max-body, refused", ep->id, req->url);
+    too_large(ep, c);
+    return 1;
+}
+
+/* The body is complete: check a structured event, hand the message over. */
+static void on_complete(void *app, struct esb_http_conn *c)
+{
+    struct esb_endpoint *ep = app;
+    struct http_in_state *st = ep->state;
+    struct http_req *req = *esb_http_ctx(c);
+    struct esb_msg *m = req->m;
     struct esb_body *body = body_take(req);
-    if (ct && ce_structured_type(ct)) {
+    if (req->structured) {
+        char *ce_id = NULL, why[300];
         if (ce_structured_check(body, &ce_id, why, sizeof(why)) < 0) {
             esb_body_unref(body);
-            return esb__hin_respond_error(c, MHD_HTTP_BAD_REQUEST, why, NULL, NULL);
+            esb__hin_respond_error(c, 400, why, NULL, NULL);
+            return;
         }
-        ce_mode = "structured";
-    } else if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "ce-specversion")) {
-        /* binary mode: check_request made sure ce-id is there */
-        const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "ce-id");
-        ce_id = esb_strdup(v ? v : "");
-        ce_mode = "binary";
-    }
-    struct esb_msg *m = esb_msg_new();
-    esb_msg_set_body_take(m, body);
-    esb_msg_set_content_type(m, ct && *ct ? ct : "application/octet-stream");
-    MHD_get_connection_values(c, MHD_HEADER_KIND, copy_header, m);
-    esb_msg_set_header(m, "esb-source", ep->id);
-    if (ce_mode) {
-        esb_msg_set_header(m, "esb-ce-mode", ce_mode);
+        esb_msg_set_header(m, "esb-ce-mode", "structured");
         esb_msg_set_header(m, "esb-ce-id", ce_id);
         free(ce_id);
     }
-
-    return esb__hin_request_reply(ep, st, c, url, req, m,
-                                  CONF(ep)->mode != ESB_HTTP_IN_REQUEST_REPLY);
+    esb_msg_set_body_take(m, body);
+    req->m = NULL;
+    esb__hin_request_reply(ep, st, c, req->url, req, m,
+                           CONF(ep)->mode != ESB_HTTP_IN_REQUEST_REPLY);
 }
 
-static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
-                              const char *method, const char *version, const char *upload_data,
-                              size_t *upload_data_size, void **con_cls)
+static void on_resumed(void *app, struct esb_http_conn *c)
 {
-    struct esb_endpoint *ep = cls;
-    struct http_in_state *st = ep->state;
-    struct http_req *req = *con_cls;
-    static _Thread_local int niced;
-    if (!niced) { /* libmicrohttpd made this thread: set its niceness once */
-        niced = 1;
-        if (CONF(ep)->nice) {
-            errno = 0;
-            int base = getpriority(PRIO_PROCESS, 0); /* -1 is a valid answer */
-            int want = (errno ? 0 : base) + (int)CONF(ep)->nice;
-            (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), want > 19 ? 19 : want);
-        }
-    }
-
-    if (!req) {
-        enum MHD_Result ret = MHD_NO;
-        if (atomic_load(&st->stopping))
-            return esb__hin_respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down",
-                                          MHD_HTTP_HEADER_RETRY_AFTER, "1");
-        uint64_t len = UINT64_MAX;
-        if (check_request(ep, st, c, url, method, &ret, &len) != 0) return ret;
-        req = esb_calloc(1, sizeof(*req));
-        if (len > 0 && len <= HTTP_IN_BODY_UPFRONT) { /* one allocation, the right size */
-            req->body = esb_body_alloc((size_t)len);
-            req->body->len = 0;
-            req->cap = (size_t)len;
-        }
-        *con_cls = req;
-        return MHD_YES;
-    }
-    if (req->rw) return esb__hin_request_reply_again(c, req->rw);
-    if (*upload_data_size > 0) {
-        /* Chunked bodies have no length up front: count as they stream. */
-        size_t n = *upload_data_size;
-        *upload_data_size = 0;
-        if (!req->too_large && body_add(req, upload_data, n, CONF(ep)->max_body) == 0)
-            return MHD_YES;
-        if (!req->too_large) {
-            req->too_large = 1;
-            body_free(req);
-            esb_info("http-in=%s path=%s chunked body over max-body, discarding", ep->id, url);
-        }
-        req->discarded += n;
-        return req->discarded <= HTTP_IN_DISCARD_MAX ? MHD_YES : MHD_NO; /* MHD_NO: close */
-    }
-    if (req->too_large) {
-        char text[128];
-        snprintf(text, sizeof(text), "body larger than max-body (%" PRIu64 " bytes)",
-                 CONF(ep)->max_body);
-        return esb__hin_respond_error(c, MHD_HTTP_CONTENT_TOO_LARGE, text, NULL, NULL);
-    }
-    return finish_request(ep, st, c, url, req);
+    (void)app;
+    struct http_req *req = *esb_http_ctx(c);
+    esb__hin_request_reply_again(c, req->rw);
 }
 
-static void request_done(void *cls, struct MHD_Connection *c, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
+static void on_done(void *app, struct esb_http_conn *c)
 {
-    struct esb_endpoint *ep = cls;
-    struct http_req *req = *con_cls;
+    struct esb_endpoint *ep = app;
+    struct http_req *req = *esb_http_ctx(c);
     if (!req) return;
     if (req->rw) esb__hin_request_reply_done(ep->state, req->rw);
-    body_free(req);
-    free(req);
-    *con_cls = NULL;
+    req_free(req);
+    *esb_http_ctx(c) = NULL;
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap)
-{
-    struct esb_endpoint *ep = cls;
-    char line[512];
-    vsnprintf(line, sizeof(line), fmt, ap);
-    size_t n = strlen(line);
-    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
-    esb_info("http-in=%s libmicrohttpd: %s", ep->id, line);
-}
+static const struct esb_http_server_ops http_in_server_ops = {
+    .head = on_head,
+    .body = on_body,
+    .complete = on_complete,
+    .resumed = on_resumed,
+    .done = on_done,
+};
 
 /* ---- lifecycle ---- */
 
@@ -524,30 +481,6 @@ static void state_free(struct http_in_state *st)
     if (!st) return;
     pthread_mutex_destroy(&st->waits_lock);
     free(st);
-}
-
-/* Several daemons share the address through SO_REUSEPORT, which would
- * also let them share it with another process of ours that listens there
- * already. Bind a plain socket first: it fails when anyone holds the
- * address, as a single listener would. Returns 0 or a negative errno. */
-static int probe_listen(const struct sockaddr *sa, socklen_t len)
-{
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -errno;
-    int one = 1, rc = 0;
-    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)); /* as MHD does */
-    if (bind(fd, sa, len) != 0) rc = -errno;
-    close(fd);
-    return rc;
-}
-
-/* Stop every running daemon of st and forget them. */
-static void stop_daemons(struct http_in_state *st)
-{
-    for (unsigned i = 0; i < st->ndaemons; i++) MHD_stop_daemon(st->daemons[i]);
-    free(st->daemons);
-    st->daemons = NULL;
-    st->ndaemons = 0;
 }
 
 static int http_in_check(struct esb_endpoint *ep, struct esb_err *err)
@@ -566,77 +499,53 @@ static int http_in_check(struct esb_endpoint *ep, struct esb_err *err)
 static int http_in_start(struct esb_endpoint *ep, struct esb_runtime *rt, struct esb_err *err)
 {
     const struct esb_http_in_conf *conf = CONF(ep);
-    int rc = 0;
-    struct http_in_state *st = NULL;
     struct esb_listen_addr la;
-    if (esb_listen_addr_parse(conf->listen, &la) != 0) {
-        rc = esb_err_set(err, ESB_EINVAL, "http-in '%s': invalid listen address '%s'", ep->id,
-                         conf->listen);
-        goto out;
-    }
-    unsigned port = la.port;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
-    if (la.ipv6) flags |= MHD_USE_IPv6;
-
+    if (esb_listen_addr_parse(conf->listen, &la) != 0)
+        return esb_err_set(err, ESB_EINVAL, "http-in '%s': invalid listen address '%s'", ep->id,
+                           conf->listen);
     if (ep->state) { /* started before and stopped: start afresh */
-        if (((struct http_in_state *)ep->state)->ndaemons) {
-            rc = esb_err_set(err, ESB_EINVAL, "http-in '%s': already running", ep->id);
-            goto out;
-        }
+        if (((struct http_in_state *)ep->state)->srv)
+            return esb_err_set(err, ESB_EINVAL, "http-in '%s': already running", ep->id);
         state_free(ep->state);
         ep->state = NULL;
     }
-    st = esb_calloc(1, sizeof(*st));
+    struct http_in_state *st = esb_calloc(1, sizeof(*st));
     pthread_mutex_init(&st->waits_lock, NULL);
     st->rt = rt;
     ep->state = st;
-    flags |= MHD_ALLOW_SUSPEND_RESUME; /* both modes suspend while the bus works */
-    unsigned timeout_s = (unsigned)((conf->timeout + 999) / 1000);
-    if (timeout_s == 0) timeout_s = 1;
-    unsigned n = (unsigned)conf->threads;
-    if (n > 1) {
-        int prc = probe_listen(&la.u.sa, la.len);
-        if (prc < 0) {
-            rc = esb_err_set(err, ESB_EFAILED, "http-in '%s': cannot listen on %s: %s", ep->id,
-                             conf->listen, esb_strerror(prc));
-            goto out;
-        }
-    }
-    unsigned conns = ((unsigned)conf->max_connections + n - 1) / n;
-    st->daemons = esb_calloc(n, sizeof(*st->daemons));
-    for (unsigned i = 0; i < n; i++) {
-        st->daemons[i] = MHD_start_daemon(
-            flags, (uint16_t)port, NULL, NULL, handle, ep, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, ep,
-            MHD_OPTION_SOCK_ADDR, &la.u.sa, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)(n > 1),
-            MHD_OPTION_CONNECTION_LIMIT, conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-            (unsigned)conf->per_ip_connections, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
-            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_IN_CONN_MEMORY,
-            MHD_OPTION_NOTIFY_COMPLETED, request_done, ep, MHD_OPTION_END);
-        if (!st->daemons[i]) {
-            rc = esb_err_set(err, ESB_EFAILED,
-                             "http-in '%s': cannot listen on %s (address in use or not available)",
-                             ep->id, conf->listen);
-            stop_daemons(st);
-            goto out;
-        }
-        st->ndaemons++;
-    }
-    esb_info("http-in=%s listening=%s port=%u", ep->id, conf->listen, port);
-out:
-    if (rc != 0 && st) {
+    struct esb_http_server_conf sc = {
+        .name = ep->id,
+        .addr = &la.u.sa,
+        .addr_len = la.len,
+        .threads = (unsigned)conf->threads,
+        .nice = (int)conf->nice,
+        .max_connections = (unsigned)conf->max_connections,
+        .per_ip_connections = (unsigned)conf->per_ip_connections,
+        .idle_timeout_ms = conf->timeout,
+        .head_max = HTTP_IN_HEAD_MAX,
+        .ops = &http_in_server_ops,
+        .app = ep,
+    };
+    struct esb_err serr = {0, ""};
+    if (esb_http_server_start(&sc, &st->srv, &serr) != 0) {
         state_free(st);
         ep->state = NULL;
+        return esb_err_set(err, ESB_EFAILED, "http-in '%s': cannot listen on %s: %s", ep->id,
+                           conf->listen, serr.msg);
     }
-    return rc;
+    esb_info("http-in=%s listening=%s port=%u threads=%u", ep->id, conf->listen, la.port,
+             (unsigned)conf->threads);
+    return 0;
 }
 
 static void http_in_stop(struct esb_endpoint *ep)
 {
     struct http_in_state *st = ep ? ep->state : NULL;
-    if (!st || !st->ndaemons) return;
+    if (!st || !st->srv) return;
     atomic_store(&st->stopping, 1);
     esb__hin_request_reply_stop(st);
-    stop_daemons(st);
+    esb_http_server_stop(st->srv);
+    st->srv = NULL;
     esb_info("http-in=%s stopped", ep->id);
 }
 

@@ -5,12 +5,12 @@
 #ifndef ESB_HTTP_IN_INTERNAL_H
 #define ESB_HTTP_IN_INTERNAL_H
 
-#include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
 #include "connector.h"
 #include "http_in.h"
+#include "http_server.h"
 #include "msg.h"
 #include "util.h"
 
@@ -22,14 +22,8 @@
 struct reply_wait;
 
 struct http_in_state {
-    /* One single-threaded libmicrohttpd daemon per server thread, each on
-     * its own SO_REUSEPORT socket of the same address: the kernel spreads
-     * new connections over them (MHD's own thread pool lets whichever
-     * thread wakes first accept them all, so under a burst of connects one
-     * thread served everything). */
-    struct MHD_Daemon **daemons;
-    unsigned ndaemons;
-    _Atomic int stopping; /* stop() began: answer 503 without calling the runtime */
+    struct esb_http_server *srv; /* NULL while stopped */
+    _Atomic int stopping;        /* stop() began: answer 503 without calling the runtime */
     struct esb_runtime *rt;
     /* request-reply: the waits of live connections (stop resumes the
      * suspended ones). Lock order: waits_lock, then a wait's lock. */
@@ -37,10 +31,11 @@ struct http_in_state {
     struct reply_wait *waits;
 };
 
-/* Per-request state, kept in MHD's con_cls. */
+/* Per-request state, the server's per-request pointer. */
 struct http_req {
-    int too_large;    /* the body passed max-body: discard the rest, then 413 */
-    size_t discarded; /* bytes thrown away since */
+    char *url;         /* the decoded path */
+    struct esb_msg *m; /* built from the head; the body joins it at the end */
+    int structured;    /* Content-Type application/cloudevents+json */
     /* The body as it arrives, grown in place: it becomes the message's
      * body without a copy. NULL until the first byte (or a known length). */
     struct esb_body *body;
@@ -54,11 +49,11 @@ struct http_req {
 struct reply_wait {
     pthread_mutex_t lock;
     _Atomic int refs;
-    struct MHD_Connection *conn; /* valid while suspended */
-    int suspended;               /* MHD_suspend_connection was called, not yet resumed */
-    int answered;                /* status (and final/error) are set */
-    int oneway;                  /* a one-way accept: 202 {"id"} once durable */
-    int gone;                    /* the connection ended: a reply is only dropped */
+    struct esb_http_conn *conn; /* valid while suspended */
+    int suspended;              /* parked, not yet resumed */
+    int answered;               /* status (and final/error) are set */
+    int oneway;                 /* a one-way accept: 202 {"id"} once durable */
+    int gone;                   /* the connection ended: a reply is only dropped */
     int status;
     struct esb_msg *final; /* a reference, or NULL */
     char *error;           /* owned, or NULL */
@@ -70,29 +65,29 @@ struct reply_wait {
 
 /* s as JSON string content (without quotes) into out. */
 void esb__hin_json_escape(char *out, size_t outsize, const char *s);
-/* Queue a response with body text (copied) and an optional extra header. */
-enum MHD_Result esb__hin_respond(struct MHD_Connection *c, unsigned status, const char *body,
-                                 const char *hname, const char *hvalue);
-/* Queue {"error":"<text>"} with status. */
-enum MHD_Result esb__hin_respond_error(struct MHD_Connection *c, unsigned status, const char *text,
-                                       const char *hname, const char *hvalue);
+/* Answer with body text (application/json) and an optional extra header. */
+void esb__hin_respond(struct esb_http_conn *c, unsigned status, const char *body, const char *hname,
+                      const char *hvalue);
+/* Answer {"error":"<text>"} with status. */
+void esb__hin_respond_error(struct esb_http_conn *c, unsigned status, const char *text,
+                            const char *hname, const char *hvalue);
 /* The answer when the runtime refused a message (rc, err): 503, 404, ... */
-enum MHD_Result esb__hin_respond_not_accepted(struct esb_endpoint *ep, struct MHD_Connection *c,
-                                              const char *url, int rc, const struct esb_err *err);
+void esb__hin_respond_not_accepted(struct esb_endpoint *ep, struct esb_http_conn *c,
+                                   const char *url, int rc, const struct esb_err *err);
 
 /* ---- suspended requests (http_in_wait.c) ---- */
 
-/* The last call of a request: register m (takes it) and suspend the
- * connection until the bus made it durable (oneway: then 202) or the
- * route answered (request-reply); answers at once if it already can. */
-enum MHD_Result esb__hin_request_reply(struct esb_endpoint *ep, struct http_in_state *st,
-                                       struct MHD_Connection *c, const char *url,
-                                       struct http_req *req, struct esb_msg *m, int oneway);
-/* handle() called again for a registered request: answer it. */
-enum MHD_Result esb__hin_request_reply_again(struct MHD_Connection *c, struct reply_wait *rw);
+/* The body is complete: register m (takes it) and park the request until
+ * the bus made it durable (oneway: then 202) or the route answered
+ * (request-reply); answers at once if it already can. */
+void esb__hin_request_reply(struct esb_endpoint *ep, struct http_in_state *st,
+                            struct esb_http_conn *c, const char *url, struct http_req *req,
+                            struct esb_msg *m, int oneway);
+/* A parked request was resumed: answer it. */
+void esb__hin_request_reply_again(struct esb_http_conn *c, struct reply_wait *rw);
 /* The connection of rw ended. */
 void esb__hin_request_reply_done(struct http_in_state *st, struct reply_wait *rw);
-/* Stopping: let one-way accepts finish, answer every other suspended
+/* Stopping: let one-way accepts finish, answer every other parked
  * request with 503, and give the answers a moment to go out. */
 void esb__hin_request_reply_stop(struct http_in_state *st);
 

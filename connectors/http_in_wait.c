@@ -1,7 +1,7 @@
-/* http_in_wait.c - http-in's suspended requests: a request whose body is
- * complete is registered with the runtime and its connection suspended; the
- * bus's completion (one-way: 202 once durable) or the route's result
- * (request-reply) resumes it and handle() answers. See http_in_internal.h. */
+/* http_in_wait.c - http-in's parked requests: a request whose body is
+ * complete is registered with the runtime and parked; the bus's completion
+ * (one-way: 202 once durable) or the route's result (request-reply)
+ * resumes it and the loop answers. See http_in_internal.h. */
 #include "config.h"
 
 #include <ctype.h>
@@ -39,7 +39,7 @@ static void on_reply(void *ctx, const struct esb_msg *final, int status, const c
         rw->error = error ? esb_strdup(error) : NULL;
         if (rw->suspended) {
             rw->suspended = 0;
-            MHD_resume_connection(rw->conn); /* handle() is called again and answers */
+            esb_http_resume(rw->conn); /* its loop answers */
         }
     }
     pthread_mutex_unlock(&rw->lock);
@@ -54,11 +54,11 @@ static void on_accepted(void *ctx, int rc)
     pthread_mutex_lock(&rw->lock);
     if (!rw->answered && !rw->gone) {
         rw->answered = 1;
-        rw->status = rc == 0 ? MHD_HTTP_ACCEPTED : MHD_HTTP_SERVICE_UNAVAILABLE;
+        rw->status = rc == 0 ? 202 : 503;
         if (rc < 0) esb_warn("http-in accept of id=%s failed: %s", rw->id, esb_strerror(rc));
         if (rw->suspended) {
             rw->suspended = 0;
-            MHD_resume_connection(rw->conn);
+            esb_http_resume(rw->conn);
         }
     }
     pthread_mutex_unlock(&rw->lock);
@@ -83,63 +83,60 @@ static int reply_header_ok(const char *name, const char *value)
     return 1;
 }
 
-/* Queue the stored answer of rw (lock held or rw no longer shared). */
-static enum MHD_Result respond_accepted(struct MHD_Connection *c, const char *id)
+/* Answer with the stored answer of rw (lock held or rw no longer shared). */
+static void respond_accepted(struct esb_http_conn *c, const char *id)
 {
     char body[64];
     snprintf(body, sizeof(body), "{\"id\":\"%s\"}", id);
-    return esb__hin_respond(c, MHD_HTTP_ACCEPTED, body, "esb-message-id", id);
+    esb__hin_respond(c, 202, body, "esb-message-id", id);
 }
 
-static enum MHD_Result respond_reply(struct MHD_Connection *c, const struct reply_wait *rw)
+static void respond_reply(struct esb_http_conn *c, const struct reply_wait *rw)
 {
     if (rw->oneway) {
-        if (rw->status == MHD_HTTP_ACCEPTED) return respond_accepted(c, rw->id);
-        return esb__hin_respond_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not accepted, retry later",
-                                      MHD_HTTP_HEADER_RETRY_AFTER, "1");
+        if (rw->status == 202)
+            respond_accepted(c, rw->id);
+        else
+            esb__hin_respond_error(c, 503, "not accepted, retry later", "Retry-After", "1");
+        return;
     }
-    struct MHD_Response *r;
     const struct esb_msg *f = rw->final;
-    int empty = rw->status == MHD_HTTP_NO_CONTENT || rw->status == MHD_HTTP_NOT_MODIFIED;
+    int empty = rw->status == 204 || rw->status == 304;
+    if (!f && !empty) {
+        char esc[1200], body[1300];
+        esb__hin_json_escape(esc, sizeof(esc), rw->error ? rw->error : "no reply");
+        snprintf(body, sizeof(body), "{\"error\":\"%s\",\"id\":\"%s\"}", esc, rw->id);
+        esb__hin_respond(c, (unsigned)rw->status, body, "esb-message-id", rw->id);
+        return;
+    }
+    size_t nh = 0, cap = (f ? f->nheaders : 0) + 2;
+    struct esb_http_hdr *h = esb_calloc(cap, sizeof(*h));
     if (f) {
-        r = MHD_create_response_from_buffer(empty ? 0 : f->body->len, (void *)f->body->data,
-                                            MHD_RESPMEM_MUST_COPY);
-        if (!r) return MHD_NO;
         if (f->content_type[0] && !empty)
-            MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, f->content_type);
+            h[nh++] = (struct esb_http_hdr){"Content-Type", f->content_type};
         for (size_t i = 0; i < f->nheaders; i++) {
             const char *n = f->headers[i].name;
             if (strncasecmp(n, "esb-reply-header-", 17) != 0) continue;
             if (reply_header_ok(n + 17, f->headers[i].value))
-                MHD_add_response_header(r, n + 17, f->headers[i].value);
+                h[nh++] = (struct esb_http_hdr){n + 17, f->headers[i].value};
             else
                 esb_warn("request-reply id=%s: response header '%.64s' not sent (not a token, "
                          "a framing header, or a control character in the value)",
                          rw->id, n + 17);
         }
-    } else if (empty) {
-        r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-        if (!r) return MHD_NO;
-    } else {
-        char esc[1200], body[1300];
-        esb__hin_json_escape(esc, sizeof(esc), rw->error ? rw->error : "no reply");
-        snprintf(body, sizeof(body), "{\"error\":\"%s\",\"id\":\"%s\"}", esc, rw->id);
-        r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_COPY);
-        if (!r) return MHD_NO;
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     }
-    MHD_add_response_header(r, "esb-message-id", rw->id);
-    enum MHD_Result ret = MHD_queue_response(c, (unsigned)rw->status, r);
-    MHD_destroy_response(r);
-    return ret;
+    h[nh++] = (struct esb_http_hdr){"esb-message-id", rw->id};
+    esb_http_respond(c, (unsigned)rw->status, h, nh, f && !empty ? (const void *)f->body->data : "",
+                     f && !empty ? f->body->len : 0);
+    free(h);
 }
 
 /* The last call in request-reply mode: register m (durable, like accept)
  * and suspend the connection until on_reply resumes it - unless the
  * answer is there already or the endpoint is stopping. Takes m. */
-enum MHD_Result esb__hin_request_reply(struct esb_endpoint *ep, struct http_in_state *st,
-                                       struct MHD_Connection *c, const char *url,
-                                       struct http_req *req, struct esb_msg *m, int oneway)
+void esb__hin_request_reply(struct esb_endpoint *ep, struct http_in_state *st,
+                            struct esb_http_conn *c, const char *url, struct http_req *req,
+                            struct esb_msg *m, int oneway)
 {
     struct reply_wait *rw = esb_calloc(1, sizeof(*rw));
     rw->oneway = oneway;
@@ -165,38 +162,37 @@ enum MHD_Result esb__hin_request_reply(struct esb_endpoint *ep, struct http_in_s
         pthread_mutex_lock(&rw->lock);
         rw->answered = 1; /* answered here, with no stored answer (status 0) */
         pthread_mutex_unlock(&rw->lock);
-        enum MHD_Result ret = esb__hin_respond_not_accepted(ep, c, url, rc, &err);
+        esb__hin_respond_not_accepted(ep, c, url, rc, &err);
         esb_msg_unref(m);
-        return ret;
+        return;
     }
     esb_msg_unref(m);
-    enum MHD_Result ret = MHD_YES;
     pthread_mutex_lock(&rw->lock);
     if (!rw->answered && !oneway && atomic_load(&st->stopping)) {
         rw->answered = 1;
-        rw->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        rw->status = 503;
         rw->error = esb_strdup("esbd is stopping before the reply; the message is stored and "
                                "will be processed");
     }
     if (rw->answered) {
-        ret = respond_reply(c, rw);
+        respond_reply(c, rw);
     } else {
-        MHD_suspend_connection(c);
+        esb_http_park(c);
         rw->conn = c;
         rw->suspended = 1;
     }
     pthread_mutex_unlock(&rw->lock);
-    return ret;
 }
 
-/* handle() called again for a registered request: after on_reply (or
- * stop) resumed it. */
-enum MHD_Result esb__hin_request_reply_again(struct MHD_Connection *c, struct reply_wait *rw)
+/* A parked request was resumed by on_reply, on_accepted or stop. */
+void esb__hin_request_reply_again(struct esb_http_conn *c, struct reply_wait *rw)
 {
     pthread_mutex_lock(&rw->lock);
-    enum MHD_Result ret = rw->answered && rw->status ? respond_reply(c, rw) : MHD_NO;
+    if (rw->answered && rw->status)
+        respond_reply(c, rw);
+    else
+        esb__hin_respond_error(c, 503, "not answered, retry later", "Retry-After", "1");
     pthread_mutex_unlock(&rw->lock);
-    return ret;
 }
 
 /* The connection of rw ended: drop it from the endpoint's list; a reply
@@ -217,9 +213,8 @@ void esb__hin_request_reply_done(struct http_in_state *st, struct reply_wait *rw
     rw_unref(rw);
 }
 
-/* Stopping: resume every suspended request (libmicrohttpd must not be
- * stopped with suspended connections) with a 503 for the client, and wait
- * up to HTTP_IN_STOP_DRAIN_MS for the answers to go out. */
+/* Stopping: resume every parked request with a 503 for the client, and
+ * wait up to HTTP_IN_STOP_DRAIN_MS for the answers to be given. */
 void esb__hin_request_reply_stop(struct http_in_state *st)
 {
     /* One-way accepts in flight finish within a group commit: let them
@@ -242,12 +237,12 @@ void esb__hin_request_reply_stop(struct http_in_state *st)
         if (rw->suspended) {
             if (!rw->answered) {
                 rw->answered = 1;
-                rw->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+                rw->status = 503;
                 rw->error = esb_strdup("esbd is stopping before the reply; the message is "
                                        "stored and will be processed");
             }
             rw->suspended = 0;
-            MHD_resume_connection(rw->conn);
+            esb_http_resume(rw->conn);
         }
         pthread_mutex_unlock(&rw->lock);
     }

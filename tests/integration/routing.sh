@@ -86,7 +86,8 @@ thread_nice() { # thread_nice COMM: the niceness of esbd's threads named COMM
 }
 base=$(thread_nice esbd)
 want=$((base + 5 > 19 ? 19 : base + 5))
-ok "http-in threads run at niceness $want (esbd's $base + 5)" [ "$(thread_nice MHD-single)" = "$want" ]
+ok "http-in threads run at niceness $want (esbd's $base + 5)" \
+    eval '[ "$(thread_nice esb-http-0)" = "$want" ] && [ "$(thread_nice esb-http-1)" = "$want" ]'
 ok "the workers keep esbd's niceness" [ "$(thread_nice esb-worker-0)" = "$base" ]
 
 # http-in threads share the address through SO_REUSEPORT; a second esbd on
