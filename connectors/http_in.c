@@ -6,9 +6,10 @@
  * decides 404/405/413/431/400 before any body byte is read and builds the
  * message from the header fields; body() collects the body straight into
  * the message's body (capped at max-body: 413 at once, mid-body too);
- * complete() hands the message to esb_runtime_accept_async() and parks the
- * request: the loop serves other connections meanwhile, and the bus's
- * group commit makes every request in flight durable with one fdatasync.
+ * complete() adds the message to its loop's batch and parks the request;
+ * at the end of the loop's pass the batch is committed as one transaction
+ * (esb_runtime_batch_commit), and the bus's group commit makes every
+ * request in flight durable with one fdatasync.
  * on_accepted (the bus's completer thread) resumes the request, and
  * resumed() answers 202 - only once the message is durable - or 503 if it
  * could not be written.
@@ -466,12 +467,19 @@ static void on_done(void *app, struct esb_http_conn *c)
     *esb_http_ctx(c) = NULL;
 }
 
+static void on_pass_end(void *app)
+{
+    (void)app;
+    esb__hin_pass_end();
+}
+
 static const struct esb_http_server_ops http_in_server_ops = {
     .head = on_head,
     .body = on_body,
     .complete = on_complete,
     .resumed = on_resumed,
     .done = on_done,
+    .pass_end = on_pass_end,
 };
 
 /* ---- lifecycle ---- */

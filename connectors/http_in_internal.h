@@ -59,6 +59,7 @@ struct reply_wait {
     char *error;           /* owned, or NULL */
     char id[ESB_UUID_STRLEN + 1];
     struct reply_wait *prev, *next; /* in http_in_state.waits */
+    struct reply_wait *pass_next;   /* one-way: the next of its loop pass's batch */
 };
 
 /* ---- responses (http_in.c) ---- */
@@ -83,6 +84,9 @@ void esb__hin_respond_not_accepted(struct esb_endpoint *ep, struct esb_http_conn
 void esb__hin_request_reply(struct esb_endpoint *ep, struct http_in_state *st,
                             struct esb_http_conn *c, const char *url, struct http_req *req,
                             struct esb_msg *m, int oneway);
+/* The loop's pass is over: commit the one-way accepts it gathered, as one
+ * transaction (one fdatasync share, one callback). */
+void esb__hin_pass_end(void);
 /* A parked request was resumed: answer it. */
 void esb__hin_request_reply_again(struct esb_http_conn *c, struct reply_wait *rw);
 /* The connection of rw ended. */

@@ -65,6 +65,55 @@ static void on_accepted(void *ctx, int rc)
     rw_unref(rw);
 }
 
+/* The one-way accepts of the current loop pass, chained through
+ * reply_wait.pass_next (each loop thread serves one endpoint, so this is
+ * per endpoint too). */
+static _Thread_local struct {
+    struct esb_accept_batch *b;
+    struct reply_wait *head, **tail;
+} tl_pass;
+
+/* The batch of a pass is durable (rc 0) or failed: ctx is its first wait. */
+static void on_pass_accepted(void *ctx, int rc)
+{
+    for (struct reply_wait *rw = ctx, *next; rw; rw = next) {
+        next = rw->pass_next;
+        on_accepted(rw, rc);
+    }
+}
+
+void esb__hin_pass_end(void)
+{
+    if (!tl_pass.b) return;
+    struct esb_accept_batch *b = tl_pass.b;
+    struct reply_wait *head = tl_pass.head;
+    tl_pass.b = NULL;
+    tl_pass.head = NULL;
+    tl_pass.tail = NULL;
+    struct esb_err err = {0, ""};
+    int rc = esb_runtime_batch_commit(b, on_pass_accepted, head, &err);
+    if (rc == 0 || !head) return; /* durable soon, or empty (every add refused) */
+    /* Refused at once (back-pressure, stopping): nothing was stored; each
+     * parked request is answered 503 with the reason. */
+    size_t n = 0;
+    for (struct reply_wait *rw = head, *next; rw; rw = next, n++) {
+        next = rw->pass_next;
+        pthread_mutex_lock(&rw->lock);
+        if (!rw->answered && !rw->gone) {
+            rw->answered = 1;
+            rw->status = 503;
+            rw->error = esb_strdup(err.msg[0] ? err.msg : "busy, retry later");
+            if (rw->suspended) {
+                rw->suspended = 0;
+                esb_http_resume(rw->conn);
+            }
+        }
+        pthread_mutex_unlock(&rw->lock);
+        rw_unref(rw); /* the runtime's reference: no callback will come */
+    }
+    if (rc != ESB_EFULL) esb_warn("http-in: a batch of %zu accepts failed: %s", n, err.msg);
+}
+
 /* A header name a route may set on the response: a token, and not one
  * that frames the response or that we set ourselves. */
 static int reply_header_ok(const char *name, const char *value)
@@ -97,7 +146,8 @@ static void respond_reply(struct esb_http_conn *c, const struct reply_wait *rw)
         if (rw->status == 202)
             respond_accepted(c, rw->id);
         else
-            esb__hin_respond_error(c, 503, "not accepted, retry later", "Retry-After", "1");
+            esb__hin_respond_error(c, 503, rw->error ? rw->error : "not accepted, retry later",
+                                   "Retry-After", "1");
         return;
     }
     const struct esb_msg *f = rw->final;
@@ -151,12 +201,24 @@ void esb__hin_request_reply(struct esb_endpoint *ep, struct http_in_state *st,
     req->rw = rw;
 
     struct esb_err err = {0, ""};
-    /* One-way: the thread is free while the bus makes the message durable
-     * (group commit batches every request in flight); 202 comes from
-     * on_accepted. Request-reply: on_reply brings the route's result. */
-    int rc = oneway ? esb_runtime_accept_async(st->rt, ep, url, m, on_accepted, rw, &err)
-                    : esb_runtime_request(st->rt, ep, url, m, CONF(ep)->reply_timeout, on_reply, rw,
-                                          &err);
+    /* One-way: the message joins the loop pass's batch (committed at the
+     * pass's end, esb__hin_pass_end); the thread is free while the bus makes
+     * it durable and the 202 comes from on_accepted. Request-reply: on_reply
+     * brings the route's result. */
+    int rc;
+    if (oneway) {
+        if (!tl_pass.b) {
+            tl_pass.b = esb_runtime_batch_new(st->rt);
+            tl_pass.tail = &tl_pass.head;
+        }
+        rc = esb_runtime_batch_add(tl_pass.b, ep, url, m, &err);
+        if (rc == 0) {
+            *tl_pass.tail = rw;
+            tl_pass.tail = &rw->pass_next;
+        }
+    } else {
+        rc = esb_runtime_request(st->rt, ep, url, m, CONF(ep)->reply_timeout, on_reply, rw, &err);
+    }
     if (rc < 0) {
         atomic_fetch_sub(&rw->refs, 1); /* no callback will be called */
         pthread_mutex_lock(&rw->lock);

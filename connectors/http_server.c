@@ -673,6 +673,7 @@ static void *loop_main(void *arg)
             }
         }
         run_queue(lp);
+        if (s->conf.ops->pass_end) s->conf.ops->pass_end(s->conf.app);
         if (atomic_load(&s->stopping)) {
             if (!stop_at) {
                 stop_at = lp->now_ms + STOP_FLUSH_MS;

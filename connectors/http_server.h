@@ -53,6 +53,9 @@ struct esb_http_server_ops {
     void (*resumed)(void *app, struct esb_http_conn *c);
     /* The request is over: answered, or its connection closed. */
     void (*done)(void *app, struct esb_http_conn *c);
+    /* Optional: the loop served what was ready (one pass of its event loop);
+     * work gathered during the pass can be handed on together now. */
+    void (*pass_end)(void *app);
 };
 
 struct esb_http_server_conf {

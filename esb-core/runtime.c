@@ -499,6 +499,74 @@ int esb_runtime_accept_async(struct esb_runtime *rt, const struct esb_endpoint *
     return rc;
 }
 
+struct esb_accept_batch {
+    struct esb_runtime *rt;
+    struct generation *g;
+    struct esb_txn *t;
+    size_t n;
+    void (*done)(void *ctx, int rc);
+    void *ctx;
+};
+
+struct esb_accept_batch *esb_runtime_batch_new(struct esb_runtime *rt)
+{
+    struct esb_accept_batch *b = esb_calloc(1, sizeof(*b));
+    b->rt = rt;
+    b->g = esb__rt_gen_get(rt);
+    b->t = esb_txn_new();
+    return b;
+}
+
+int esb_runtime_batch_add(struct esb_accept_batch *b, const struct esb_endpoint *ep,
+                          const char *path, const struct esb_msg *m, struct esb_err *err)
+{
+    if (atomic_load(&b->rt->stopping)) return esb_err_set(err, ESB_ECLOSED, "shutting down");
+    const struct esb_route *r = inbound_route(b->g, ep, path);
+    if (!r)
+        return esb_err_set(err, ESB_ENOTFOUND, "no route takes %s%s%s", ep->id, path ? " at " : "",
+                           path ? path : "");
+    const char *q = esb_route_input(r);
+    esb_txn_append(b->t, &q, 1, m);
+    b->n++;
+    return 0;
+}
+
+size_t esb_runtime_batch_count(const struct esb_accept_batch *b)
+{
+    return b->n;
+}
+
+static void batch_free(struct esb_accept_batch *b)
+{
+    esb_txn_free(b->t);
+    free(b);
+}
+
+static void batch_done(void *ctx, int rc)
+{
+    struct esb_accept_batch *b = ctx;
+    void (*done)(void *, int) = b->done;
+    void *dctx = b->ctx;
+    batch_free(b);
+    done(dctx, rc);
+}
+
+int esb_runtime_batch_commit(struct esb_accept_batch *b, void (*done)(void *ctx, int rc), void *ctx,
+                             struct esb_err *err)
+{
+    esb__rt_gen_unref(b->g); /* the routes were resolved when the messages were added */
+    b->g = NULL;
+    if (b->n == 0) {
+        batch_free(b);
+        return esb_err_set(err, ESB_EINVAL, "empty batch");
+    }
+    b->done = done;
+    b->ctx = ctx;
+    int rc = esb_bus_commit_async(b->rt->bus, b->t, batch_done, b, err);
+    if (rc < 0) batch_free(b);
+    return rc;
+}
+
 int esb_runtime_marked(struct esb_runtime *rt, const char *key)
 {
     return esb_bus_marked(rt->bus, key);
