@@ -424,7 +424,12 @@ static void txn_apply(struct esb_bus *bus, struct esb_txn *t)
             q->reserved_entries--;
             q->reserved_bytes -= op->bytes;
             struct ent *e = esb__u64map_get(&q->ents, seq);
-            if (e && !e->msg && op->msg && bus->cache_bytes + e->rec_len <= ESB__CACHE_MAX) {
+            /* Not behind a backlog: an entry that waits behind many would
+             * hold cache room for long, and a slow queue's backlog (a
+             * delivery queue whose endpoint lags) would fill the cache and
+             * leave the queues that keep up to read from the log. */
+            if (e && !e->msg && op->msg && q->entries <= ESB__CACHE_QUEUE_DEPTH &&
+                bus->cache_bytes + e->rec_len <= ESB__CACHE_MAX) {
                 e->msg = esb_msg_ref(op->msg);
                 bus->cache_bytes += e->rec_len;
             }

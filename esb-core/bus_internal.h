@@ -115,6 +115,8 @@ struct seglive {
 enum txn_op_kind { OP_APPEND, OP_RESOLVE, OP_UNIQUE };
 
 #define ESB__CACHE_MAX (1024 * 1024)
+/* An append is cached only while its queue holds at most this many entries. */
+#define ESB__CACHE_QUEUE_DEPTH 256
 
 struct txn_op {
     enum txn_op_kind kind;
