@@ -91,7 +91,7 @@ void esb__hin_pass_end(void)
     tl_pass.head = NULL;
     tl_pass.tail = NULL;
     struct esb_err err = {0, ""};
-    int rc = esb_runtime_batch_commit(b, on_pass_accepted, head, &err);
+    int rc = esb_runtime_batch_commit(b, on_pass_accepted, head, 1 /* quick: on the writer */, &err);
     if (rc == 0 || !head) return; /* durable soon, or empty (every add refused) */
     /* Refused at once (back-pressure, stopping): nothing was stored; each
      * parked request is answered 503 with the reason. */

@@ -346,11 +346,15 @@ static void wake(struct esb_txn *w)
  * never goes back. */
 static void complete(struct esb_bus *bus, struct esb_txn *w)
 {
-    struct esb_txn *head = NULL, *tail = NULL;
+    struct esb_txn *head = NULL, *tail = NULL, *quick = NULL, **qtail = &quick;
     uint32_t bits = 0;
     while (w) {
         struct esb_txn *next = w->next; /* a released committer may free w */
-        if (w->cb) {
+        if (w->cb && w->quick) {
+            w->next = NULL;
+            *qtail = w;
+            qtail = &w->next;
+        } else if (w->cb) {
             w->next = NULL;
             if (tail)
                 tail->next = w;
@@ -373,10 +377,12 @@ static void complete(struct esb_bus *bus, struct esb_txn *w)
         pthread_cond_signal(&bus->done_cv);
         pthread_mutex_unlock(&bus->done_lock);
     }
-    if (bits) {
+    if (bits || quick) {
         pthread_mutex_unlock(&bus->lock);
-        (void)syscall(SYS_futex, &bus->done_batch, FUTEX_WAKE_BITSET_PRIVATE, INT_MAX, NULL, NULL,
-                      bits);
+        if (bits)
+            (void)syscall(SYS_futex, &bus->done_batch, FUTEX_WAKE_BITSET_PRIVATE, INT_MAX, NULL,
+                          NULL, bits);
+        wake(quick);
         pthread_mutex_lock(&bus->lock);
     }
 }

@@ -193,6 +193,14 @@ int esb_bus_commit_async(struct esb_bus *bus, struct esb_txn *t, void (*done)(vo
 #define ESB_BUS_LAZY_TXNS 256
 void esb_txn_set_lazy(struct esb_txn *t);
 
+/* Mark t's callback (esb_bus_commit_async) "quick": it runs on the writer
+ * itself, right after the batch is durable and before the next batch is
+ * written, instead of on the completer thread: one thread hop less between
+ * durable and the callback. For a few microseconds of work only (a queue
+ * push, an eventfd write): the next batch waits for it. The same rules as
+ * any callback otherwise (no bus lock held; no esb_bus_commit). */
+void esb_txn_set_quick(struct esb_txn *t);
+
 /* Bytes of log records t holds so far. */
 size_t esb_txn_size(const struct esb_txn *t);
 

@@ -141,6 +141,7 @@ struct esb_txn {
     struct esb_txn *next;
     uint32_t batch;                /* the writer batch it goes out in (esb_bus_commit waits) */
     int lazy;                      /* esb_txn_set_lazy */
+    int quick;                     /* esb_txn_set_quick: callback on the writer */
     void (*cb)(void *ctx, int rc); /* or called (esb_bus_commit_async) */
     void *cb_ctx;
     int rc;

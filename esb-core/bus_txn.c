@@ -23,6 +23,11 @@ void esb_txn_set_lazy(struct esb_txn *t)
     t->lazy = 1;
 }
 
+void esb_txn_set_quick(struct esb_txn *t)
+{
+    t->quick = 1;
+}
+
 size_t esb_txn_size(const struct esb_txn *t)
 {
     return t->buf.len;

@@ -552,7 +552,7 @@ static void batch_done(void *ctx, int rc)
 }
 
 int esb_runtime_batch_commit(struct esb_accept_batch *b, void (*done)(void *ctx, int rc), void *ctx,
-                             struct esb_err *err)
+                             int quick, struct esb_err *err)
 {
     esb__rt_gen_unref(b->g); /* the routes were resolved when the messages were added */
     b->g = NULL;
@@ -562,6 +562,7 @@ int esb_runtime_batch_commit(struct esb_accept_batch *b, void (*done)(void *ctx,
     }
     b->done = done;
     b->ctx = ctx;
+    if (quick) esb_txn_set_quick(b->t);
     int rc = esb_bus_commit_async(b->rt->bus, b->t, batch_done, b, err);
     if (rc < 0) batch_free(b);
     return rc;

@@ -79,9 +79,11 @@ size_t esb_runtime_batch_count(const struct esb_accept_batch *b);
 /* Commit b (which this frees) as esb_runtime_accept_async commits one
  * message: an admission error (ESB_EFULL, ...) is returned at once and done
  * is never called; otherwise done(ctx, rc) is called once for the whole
- * batch. An empty batch is freed and returns ESB_EINVAL. */
+ * batch - on the bus writer if quick (esb_txn_set_quick: a few microseconds
+ * of work at most), else on the completer. An empty batch is freed and
+ * returns ESB_EINVAL. */
 int esb_runtime_batch_commit(struct esb_accept_batch *b, void (*done)(void *ctx, int rc), void *ctx,
-                             struct esb_err *err) ESB_WUR;
+                             int quick, struct esb_err *err) ESB_WUR;
 /* 1 if key was marked by an accepted message and has not expired. */
 int esb_runtime_marked(struct esb_runtime *rt, const char *key);
 /* True if some route of the current generation takes ep at path. */
