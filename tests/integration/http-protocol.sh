@@ -2,12 +2,14 @@
 # http-in's own HTTP/1.1 server over raw sockets (bash's /dev/tcp): keep-alive
 # and pipelining, a head in pieces, HTTP/1.0, Connection: close, every
 # protocol error with its status and nothing stored, Expect: 100-continue,
-# the idle timeout, the per-address connection limit, a client that leaves
-# before its answer, and early answers that do not wait for the body.
+# the idle timeout, the per-address and whole-server connection limits, a
+# client that leaves before its answer, and early answers that do not wait
+# for the body.
 . "$(dirname "$0")/lib.sh"
 esb_setup
 mkdir -p "$T/out"
 P2=$(pick_free_port)
+P3=$(pick_free_port)
 write_config <<XML
 <esb xmlns="urn:esb:config:1">
   <log level="info"/>
@@ -15,10 +17,12 @@ write_config <<XML
   <connectors>
     <http-in id="web" listen="127.0.0.1:@PORT@" max-body="1KB" timeout="2s"/>
     <http-in id="few" listen="127.0.0.1:$P2" per-ip-connections="2"/>
+    <http-in id="max" listen="127.0.0.1:$P3" max-connections="2"/>
     <file-out id="out" dir="@T@/out" name="{id}.txt"/>
   </connectors>
   <route id="in" from="http-in:web" path="/in"><to uri="file-out:out"/></route>
   <route id="few" from="http-in:few" path="/in"><to uri="file-out:out"/></route>
+  <route id="max" from="http-in:max" path="/in"><to uri="file-out:out"/></route>
 </esb>
 XML
 esbd_start
@@ -142,6 +146,16 @@ sleep 0.3
 out=$(RAW_PORT=$P2 raw "$(req after)")
 ok "after one closed, a new connection is served" [ "$(status_of "$out")" = 202 ]
 exec 4<&-
+
+# ---- max-connections="2" (the whole server) ----
+exec 4<>"/dev/tcp/127.0.0.1/$P3" 5<>"/dev/tcp/127.0.0.1/$P3"
+sleep 0.2
+t=$(RAW_PORT=$P3 ms_of raw "" 3)
+ok "max-connections: one more connection is closed at once (${t} ms)" [ "$t" -lt 1000 ]
+exec 4<&- 5<&-
+sleep 0.3
+out=$(RAW_PORT=$P3 raw "$(req max-after)")
+ok "... and served again once the others closed" [ "$(status_of "$out")" = 202 ]
 
 # ---- a client that leaves before its answer ----
 before=$(stored)
