@@ -198,7 +198,9 @@ void esb_txn_set_lazy(struct esb_txn *t);
  * written, instead of on the completer thread: one thread hop less between
  * durable and the callback. For a few microseconds of work only (a queue
  * push, an eventfd write): the next batch waits for it. The same rules as
- * any callback otherwise (no bus lock held; no esb_bus_commit). */
+ * any callback otherwise (no bus lock held; no esb_bus_commit). A quick
+ * callback may run before the completer's callbacks of earlier
+ * transactions of the same batch: order holds among quick ones only. */
 void esb_txn_set_quick(struct esb_txn *t);
 
 /* Bytes of log records t holds so far. */
