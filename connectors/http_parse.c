@@ -47,8 +47,14 @@ size_t esb_http_head_end(const char *buf, size_t len, size_t *scan)
 size_t esb_http_skip_empty(const char *buf, size_t len)
 {
     size_t i = 0;
-    while (i < len && (buf[i] == '\r' || buf[i] == '\n')) i++;
-    return i;
+    for (;;) {
+        if (i < len && buf[i] == '\n')
+            i++;
+        else if (i + 1 < len && buf[i] == '\r' && buf[i + 1] == '\n')
+            i += 2;
+        else
+            return i; /* a lone CR is left to the parser: an error */
+    }
 }
 
 /* The line at buf[*pos..end): its content without CR LF in *line and *n, *pos
@@ -135,7 +141,7 @@ static int parse_field(const char *l, size_t n, struct esb_http_head *h, const c
     return 0;
 }
 
-/* Content-Length: digits only, no list, at most 2^63. */
+/* Content-Length: digits only, no list, at most 19 digits. */
 static int parse_length(const char *s, size_t n, uint64_t *out)
 {
     uint64_t v = 0;
@@ -149,7 +155,7 @@ static int parse_length(const char *s, size_t n, uint64_t *out)
 }
 
 /* Connection: a comma-separated token list; close and keep-alive matter. */
-static void parse_connection(const char *s, size_t n, struct esb_http_head *h)
+static void parse_connection(const char *s, size_t n, int *close, int *keep)
 {
     size_t i = 0;
     while (i < n) {
@@ -157,17 +163,16 @@ static void parse_connection(const char *s, size_t n, struct esb_http_head *h)
         size_t b = i;
         while (i < n && s[i] != ',' && s[i] != ' ' && s[i] != '\t') i++;
         if (ieq(s + b, i - b, "close"))
-            h->keep_alive = 0;
-        else if (ieq(s + b, i - b, "keep-alive") && h->minor == 0)
-            h->keep_alive = 1;
+            *close = 1;
+        else if (ieq(s + b, i - b, "keep-alive"))
+            *keep = 1;
     }
 }
 
 /* The framing fields, once every field is in h. */
 static int framing(struct esb_http_head *h, const char **why)
 {
-    int hosts = 0, tes = 0, closed = 0;
-    h->keep_alive = h->minor == 1;
+    int hosts = 0, tes = 0, close = 0, keep = 0;
     for (size_t i = 0; i < h->nfields; i++) {
         const struct esb_http_field *f = &h->fields[i];
         if (ieq(f->name, f->name_len, "content-length")) {
@@ -189,9 +194,7 @@ static int framing(struct esb_http_head *h, const char **why)
         } else if (ieq(f->name, f->name_len, "host")) {
             hosts++;
         } else if (ieq(f->name, f->name_len, "connection")) {
-            int before = h->keep_alive;
-            parse_connection(f->value, f->value_len, h);
-            if (before && !h->keep_alive) closed = 1;
+            parse_connection(f->value, f->value_len, &close, &keep);
         } else if (ieq(f->name, f->name_len, "expect")) {
             if (!ieq(f->value, f->value_len, "100-continue")) {
                 *why = "unsupported expectation (only 100-continue is)";
@@ -200,7 +203,8 @@ static int framing(struct esb_http_head *h, const char **why)
             h->expect_continue = h->minor == 1;
         }
     }
-    if (closed) h->keep_alive = 0;
+    /* close wins over keep-alive, in any order and any field (RFC 9112 9.3) */
+    h->keep_alive = !close && (h->minor == 1 || keep);
     if (tes > 1) {
         *why = "Transfer-Encoding given more than once";
         return 400;
@@ -267,6 +271,7 @@ const char *esb_http_field(const struct esb_http_head *h, const char *name, size
 
 enum {
     CH_SIZE,
+    CH_SIZE_WS,
     CH_EXT,
     CH_SIZE_LF,
     CH_DATA,
@@ -274,6 +279,7 @@ enum {
     CH_DATA_LF,
     CH_TRAILER,
     CH_TRAILER_LINE,
+    CH_TRAILER_LINE_LF,
     CH_TRAILER_LF,
 };
 
@@ -314,8 +320,11 @@ ssize_t esb_http_chunked_decode(struct esb_http_chunked *st, const char *in, siz
                 continue;
             }
             if (st->digits == 0) goto bad_size;
-            if (c == ';' || c == ' ' || c == '\t') {
+            if (c == ';') {
                 st->state = CH_EXT;
+            } else if (c == ' ' || c == '\t') { /* BWS: only before ';' or the line end */
+                st->state = CH_SIZE_WS;
+                i++;
             } else if (c == '\r') {
                 st->state = CH_SIZE_LF;
                 i++;
@@ -327,6 +336,21 @@ ssize_t esb_http_chunked_decode(struct esb_http_chunked *st, const char *in, siz
             }
             continue;
         }
+        case CH_SIZE_WS:
+            if ((c == ' ' || c == '\t') && ++st->linelen <= CH_LINE_MAX) {
+                i++;
+            } else if (c == ';') {
+                st->state = CH_EXT;
+            } else if (c == '\r') {
+                st->state = CH_SIZE_LF;
+                i++;
+            } else if (c == '\n') {
+                size_done(st);
+                i++;
+            } else {
+                goto bad_size;
+            }
+            continue;
         case CH_EXT:
             if (c == '\r') {
                 st->state = CH_SIZE_LF;
@@ -380,7 +404,15 @@ ssize_t esb_http_chunked_decode(struct esb_http_chunked *st, const char *in, siz
         case CH_TRAILER_LINE:
             i++;
             if (++st->trailer > CH_TRAILER_MAX) goto bad_trailer;
-            if (c == '\n') st->state = CH_TRAILER;
+            if (c == '\n')
+                st->state = CH_TRAILER;
+            else if (c == '\r')
+                st->state = CH_TRAILER_LINE_LF;
+            continue;
+        case CH_TRAILER_LINE_LF: /* a CR in a trailer line must end it */
+            i++;
+            if (c != '\n') goto bad_trailer;
+            st->state = CH_TRAILER;
             continue;
         case CH_TRAILER_LF:
             i++;

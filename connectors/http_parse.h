@@ -44,8 +44,8 @@ struct esb_http_head {
     size_t head_len;     /* bytes from the buffer's start up to and with the empty line */
 };
 
-/* Leading CR and LF bytes of buf (empty lines a client may send before a
- * request line; skipped). */
+/* Leading empty lines of buf (CR LF or LF; a client may send them before a
+ * request line): the bytes to skip. A lone CR is not skipped. */
 size_t esb_http_skip_empty(const char *buf, size_t len);
 
 /* Where the head that starts at buf ends: the length up to and with its

@@ -408,6 +408,7 @@ static void end_request(struct esb_http_conn *c)
     struct esb_http_server *s = c->lp->srv;
     c->in_request = 0;
     c->answered = 0;
+    c->head_req = 0; /* an error answer to the next head is no HEAD answer */
     s->conf.ops->done(s->conf.app, c);
     c->ctx = NULL;
     if (c->keep_alive) {
