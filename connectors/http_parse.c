@@ -320,23 +320,10 @@ ssize_t esb_http_chunked_decode(struct esb_http_chunked *st, const char *in, siz
                 continue;
             }
             if (st->digits == 0) goto bad_size;
-            if (c == ';') {
-                st->state = CH_EXT;
-            } else if (c == ' ' || c == '\t') { /* BWS: only before ';' or the line end */
-                st->state = CH_SIZE_WS;
-                i++;
-            } else if (c == '\r') {
-                st->state = CH_SIZE_LF;
-                i++;
-            } else if (c == '\n') {
-                size_done(st);
-                i++;
-            } else {
-                goto bad_size;
-            }
+            st->state = CH_SIZE_WS; /* the rest of the line: this byte again there */
             continue;
         }
-        case CH_SIZE_WS:
+        case CH_SIZE_WS: /* BWS, then ';' or the line end */
             if ((c == ' ' || c == '\t') && ++st->linelen <= CH_LINE_MAX) {
                 i++;
             } else if (c == ';') {

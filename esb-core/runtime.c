@@ -457,48 +457,6 @@ int esb_runtime_accept_marked(struct esb_runtime *rt, const struct esb_endpoint 
     return rc;
 }
 
-struct accept_async {
-    struct esb_txn *t;
-    void (*done)(void *ctx, int rc);
-    void *ctx;
-};
-
-static void accept_async_done(void *ctx, int rc)
-{
-    struct accept_async *a = ctx;
-    esb_txn_free(a->t);
-    a->done(a->ctx, rc);
-    free(a);
-}
-
-int esb_runtime_accept_async(struct esb_runtime *rt, const struct esb_endpoint *ep,
-                             const char *path, const struct esb_msg *m,
-                             void (*done)(void *ctx, int rc), void *ctx, struct esb_err *err)
-{
-    if (atomic_load(&rt->stopping)) return esb_err_set(err, ESB_ECLOSED, "shutting down");
-    struct generation *g = esb__rt_gen_get(rt);
-    const struct esb_route *r = inbound_route(g, ep, path);
-    int rc;
-    if (!r) {
-        rc = esb_err_set(err, ESB_ENOTFOUND, "no route takes %s%s%s", ep->id, path ? " at " : "",
-                         path ? path : "");
-    } else {
-        struct accept_async *a = esb_malloc(sizeof(*a));
-        a->t = esb_txn_new();
-        a->done = done;
-        a->ctx = ctx;
-        const char *q = esb_route_input(r);
-        esb_txn_append(a->t, &q, 1, m);
-        rc = esb_bus_commit_async(rt->bus, a->t, accept_async_done, a, err);
-        if (rc < 0) {
-            esb_txn_free(a->t);
-            free(a);
-        }
-    }
-    esb__rt_gen_unref(g);
-    return rc;
-}
-
 struct esb_accept_batch {
     struct esb_runtime *rt;
     struct generation *g;
@@ -529,11 +487,6 @@ int esb_runtime_batch_add(struct esb_accept_batch *b, const struct esb_endpoint 
     esb_txn_append(b->t, &q, 1, m);
     b->n++;
     return 0;
-}
-
-size_t esb_runtime_batch_count(const struct esb_accept_batch *b)
-{
-    return b->n;
 }
 
 static void batch_free(struct esb_accept_batch *b)

@@ -55,33 +55,23 @@ int esb_runtime_accept(struct esb_runtime *rt, const struct esb_endpoint *ep, co
 int esb_runtime_accept_marked(struct esb_runtime *rt, const struct esb_endpoint *ep,
                               const char *path, const struct esb_msg *m, const char *key,
                               uint64_t expires_ms, struct esb_err *err) ESB_WUR;
-/* The same without blocking the caller's thread: errors that refuse the
- * message (ESB_ENOTFOUND, ESB_EFULL, ESB_ECLOSED, ...) are returned at
- * once and done is never called; otherwise it returns 0 and done(ctx, rc)
- * is called exactly once, from the bus writer thread, when the message is
- * durable (rc 0) or could not be written (rc < 0: not acknowledged).
- * done must be quick and must not block on the bus. m is borrowed. */
-int esb_runtime_accept_async(struct esb_runtime *rt, const struct esb_endpoint *ep,
-                             const char *path, const struct esb_msg *m,
-                             void (*done)(void *ctx, int rc), void *ctx,
-                             struct esb_err *err) ESB_WUR;
-/* Several accepts in one transaction (one commit, one callback): what an
- * inbound connector gathered in one pass of its event loop. The batch holds
- * the current generation's routes until it is committed. */
+/* Accepts without blocking the caller's thread, several in one transaction
+ * (one commit, one callback): what an inbound connector gathered in one
+ * pass of its event loop. The batch holds the current generation's routes
+ * until it is committed. */
 struct esb_accept_batch;
 struct esb_accept_batch *esb_runtime_batch_new(struct esb_runtime *rt);
 /* Add m (borrowed) for ep at path. 0, or ESB_ENOTFOUND / ESB_ECLOSED with
  * err: m was not added. */
 int esb_runtime_batch_add(struct esb_accept_batch *b, const struct esb_endpoint *ep,
                           const char *path, const struct esb_msg *m, struct esb_err *err) ESB_WUR;
-/* Messages added so far. */
-size_t esb_runtime_batch_count(const struct esb_accept_batch *b);
-/* Commit b (which this frees) as esb_runtime_accept_async commits one
- * message: an admission error (ESB_EFULL, ...) is returned at once and done
- * is never called; otherwise done(ctx, rc) is called once for the whole
- * batch - on the bus writer if quick (esb_txn_set_quick: a few microseconds
- * of work at most), else on the completer. An empty batch is freed and
- * returns ESB_EINVAL. */
+/* Commit b (which this frees). An error that refuses the whole batch
+ * (ESB_EFULL, ESB_ECLOSED, ...) is returned at once and done is never
+ * called; otherwise it returns 0 and done(ctx, rc) is called exactly once,
+ * when the batch is durable (rc 0) or could not be written (rc < 0: not
+ * acknowledged) - on the bus writer if quick (esb_txn_set_quick: a few
+ * microseconds of work at most), else on the completer; done must not block
+ * on the bus. An empty batch is freed and returns ESB_EINVAL. */
 int esb_runtime_batch_commit(struct esb_accept_batch *b, void (*done)(void *ctx, int rc), void *ctx,
                              int quick, struct esb_err *err) ESB_WUR;
 /* 1 if key was marked by an accepted message and has not expired. */
